@@ -1,0 +1,50 @@
+"""Ways of attaching the one BPF program to the kernel.
+
+Each backend takes the compiled bcc.BPF object and a list of targets, attaches what it can,
+and counts (never hides) what the kernel refused. `detach()` undoes everything it did.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+IMPLEMENTED = ("kprobe", "tracepoint")
+
+
+@dataclass
+class AttachResult:
+    attached: list = field(default_factory=list)          # names
+    failed: dict = field(default_factory=dict)            # name -> reason
+
+
+@contextlib.contextmanager
+def quiet_stderr(sink: list):
+    """libbcc prints one line per refused probe on fd 2; collect them instead of flooding the terminal."""
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            sink.extend(line for line in tmp.read().decode(errors="replace").splitlines() if line.strip())
+
+
+def close_fds(fd_table: dict) -> None:
+    """Detach by closing the perf-event / raw-tracepoint fds BCC keeps, then forget them.
+
+    Closing the fd is what detaches; BCC's own detach also tries to delete tracefs probe
+    entries that perf-PMU probes never created, which is slow on thousands of probes.
+    """
+    for key, fd in list(fd_table.items()):
+        fds = fd.values() if isinstance(fd, dict) else [fd]
+        for one in fds:
+            try:
+                os.close(one)
+            except OSError:
+                pass
+        del fd_table[key]

@@ -1,0 +1,145 @@
+"""`ipft`: follow marked packets through the kernel, in a terminal (ipftrace2's flags)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+
+from .config import BACKENDS, TraceConfig, compile_regex
+from .errors import EnvError, UsageError
+from .output import Aggregate, format_json, format_text
+
+EPILOG = """\
+examples:
+  sudo ipft -l -r '^ip_'                      list traceable functions (name, module, skb position)
+  sudo iptables -t raw -A OUTPUT -p icmp -d 127.0.0.2 -j MARK --set-mark 0xdeadbeef
+  sudo ipft -m 0xdeadbeef                     trace every function that takes a struct sk_buff *
+  sudo ipft -m 0xdeadbeef -r '^(ip|icmp)_'    only the functions matching a regex
+  sudo ipft -m 0xdeadbeef -o json --duration 10 > journeys.jsonl
+  sudo ipft -m 0xdeadbeef -o aggregate        how many packets took each distinct path
+  ping -c1 127.0.0.2                          ... then watch the packet's journey
+
+A packet is traced when (skb->mark & MASK) == (MARK & MASK), and followed until it is freed
+even where the mark is cleared on the way. Ctrl-C (or --duration) prints what is still open,
+detaches every probe and exits.
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(2)
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="ipft", description=__doc__, epilog=EPILOG,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-m", "--mark", help="skb mark to trace (hex 0x... or decimal); required for tracing")
+    p.add_argument("--mask", default="0xffffffff", help="only compare these bits of the mark (default 0xffffffff)")
+    p.add_argument("-r", "--regex", help="trace only functions whose name matches this (Python) regex")
+    p.add_argument("-l", "--list", action="store_true", help="list the functions that would be traced and exit")
+    p.add_argument("-b", "--backend", default="auto", choices=BACKENDS, metavar="BACKEND",
+                   help="auto (default), kprobe, tracepoint (kprobe-multi and fentry: see README)")
+    p.add_argument("-o", "--output", default="text", choices=("text", "json", "aggregate"),
+                   help="text (default), json (JSON Lines, one journey per line), aggregate")
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
+    p.add_argument("--idle-timeout", type=float, default=1.0, metavar="SECONDS",
+                   help="emit a journey whose skb was not freed after this long without hits (default 1)")
+    p.add_argument("--vmlinux", metavar="PATH", help="ELF with DWARF debug info, for kernels without BTF")
+    p.add_argument("-v", "--verbose", action="store_true", help="say more: functions refused, headers used")
+    return p
+
+
+def list_functions(args) -> int:
+    from .kernel.view import KernelView
+
+    pattern = compile_regex(args.regex)
+    kernel = KernelView.load(vmlinux=args.vmlinux)
+    n = 0
+    out = sys.stdout
+    for f in kernel.skb_functions():
+        if pattern is None or pattern.search(f.name):
+            out.write(f"{f.name:<48} {f.module or 'vmlinux':<16} {f.pos}\n")
+            n += 1
+    t = 0
+    for tp in kernel.tracepoints:
+        if pattern is None or pattern.search(tp.label):
+            out.write(f"{tp.label:<48} {'tracepoint':<16} {tp.arg + 1}\n")
+            t += 1
+    sys.stderr.write(f"{n} functions ({kernel.catalog_source}), {t} tracepoints\n")
+    return 0
+
+
+def trace(args) -> int:
+    from .tracer import Tracer
+
+    if args.mark is None:
+        raise UsageError("-m/--mark is required for tracing (e.g. -m 0xdeadbeef); -l lists functions")
+    if args.duration is not None and not 0 < args.duration <= 365 * 86400:
+        raise UsageError("--duration must be a positive number of seconds")
+    config = TraceConfig(mark=args.mark, mask=args.mask, regex=args.regex, backend=args.backend,
+                         idle_timeout=args.idle_timeout, vmlinux=args.vmlinux)
+    agg = Aggregate()
+    out = sys.stdout
+
+    def on_journey(j):
+        if args.output == "json":
+            out.write(format_json(j))
+        elif args.output == "text":
+            out.write(format_text(j))
+        else:
+            agg.add(j)
+        out.flush()
+
+    stop = {"now": False}
+
+    def on_signal(signum, frame):
+        stop["now"] = True
+
+    tracer = Tracer(config, on_journey)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        tracer.start()
+        st = tracer.stats()
+        if args.verbose:
+            if tracer.header_note:
+                sys.stderr.write(f"{tracer.header_note}\n")
+            for name, why in st["failed_funcs"].items():
+                sys.stderr.write(f"refused: {name}: {why}\n")
+        failed = f", {st['failed']} refused{'' if args.verbose else ' (-v lists them)'}" if st["failed"] else ""
+        sys.stderr.write(f"tracing {st['attached']} functions ({st['backend']}){failed}\n")
+        sys.stderr.flush()
+        deadline = time.monotonic() + args.duration if args.duration else None
+        while not stop["now"] and (deadline is None or time.monotonic() < deadline):
+            tracer.poll(100)
+    finally:
+        tracer.stop()
+    if args.output == "aggregate":
+        out.write(agg.format_text())
+    st = tracer.stats()
+    summary = f"{st['journeys']} journeys, {st['events']} events, {st['lost']} lost"
+    if st["lost"]:
+        summary += " (ring buffer full: narrow -r or raise the rate limit of the mark rule)"
+    sys.stderr.write(summary + "\n")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="ipft: %(message)s")
+    try:
+        return list_functions(args) if args.list else trace(args)
+    except (UsageError, EnvError) as exc:
+        sys.stderr.write(f"ipft: error: {exc}\n")
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""What the user asks for, validated once for the CLI and the web API alike."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import UsageError
+
+BACKENDS = ("auto", "kprobe-multi", "fentry", "kprobe", "tracepoint")
+MAX_REGEX = 512
+U32 = 0xFFFFFFFF
+
+
+def parse_u32(value, what: str) -> int:
+    """An integer 0..2^32-1 given as int or as a decimal/0x-hex string."""
+    if isinstance(value, bool):
+        raise UsageError(f"{what} must be a number, not a boolean")
+    if isinstance(value, int):
+        n = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if not re.fullmatch(r"(0[xX][0-9a-fA-F]{1,8}|[0-9]{1,10})", text):
+            raise UsageError(f"{what} must be a 32-bit number like 0xdeadbeef or 3735928559, got {value!r:.40}")
+        n = int(text, 0) if text.lower().startswith("0x") else int(text, 10)
+    else:
+        raise UsageError(f"{what} must be a number or a string like \"0xdeadbeef\"")
+    if not 0 <= n <= U32:
+        raise UsageError(f"{what} must be between 0 and 0xffffffff, got {n}")
+    return n
+
+
+def compile_regex(pattern):
+    """A user's function filter as a compiled regex (None = every function)."""
+    if pattern is None or pattern == "":
+        return None
+    if not isinstance(pattern, str):
+        raise UsageError("regex must be a string")
+    if len(pattern) > MAX_REGEX:
+        raise UsageError(f"regex is longer than {MAX_REGEX} characters")
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise UsageError(f"invalid regex {pattern!r:.60}: {exc}") from None
+
+
+@dataclass
+class TraceConfig:
+    """A packet matches when (skb->mark & mask) == (mark & mask)."""
+
+    mark: int
+    mask: int = U32
+    regex: str | None = None
+    backend: str = "auto"
+    idle_timeout: float = 1.0
+    vmlinux: str | None = None   # ELF with DWARF, for kernels without BTF
+
+    def __post_init__(self):
+        self.mark = parse_u32(self.mark, "mark")
+        self.mask = parse_u32(self.mask, "mask")
+        self.pattern = compile_regex(self.regex)
+        if self.backend not in BACKENDS:
+            raise UsageError(f"backend must be one of {', '.join(BACKENDS)}, got {str(self.backend)[:40]!r}")
+        if not (isinstance(self.idle_timeout, (int, float)) and 0.01 <= self.idle_timeout <= 3600):
+            raise UsageError("idle timeout must be between 0.01 and 3600 seconds")
+
+    def matches(self, name: str) -> bool:
+        return self.pattern is None or self.pattern.search(name) is not None

@@ -1,0 +1,66 @@
+"""Events from the ring buffer (struct ipft_event in bpf/ipft.bpf.c) decoded into hits."""
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+
+# Must match struct ipft_event: 4 x u64, 6 x u32, 4 x u8, u8[4], u8[16], u8[16], char[16].
+EVENT = struct.Struct("<4Q6I4B4s16s16s16s")
+EVENT_SIZE = EVENT.size  # 112
+
+KIND_KPROBE, KIND_TP, KIND_DROP, KIND_CONSUME, KIND_FREE = range(5)
+
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 47: "gre", 50: "esp"}
+
+
+@dataclass(slots=True)
+class RawEvent:
+    skb: int
+    ts: int
+    addr: int
+    location: int
+    cpu: int
+    len: int
+    mark: int
+    ifindex: int
+    netns: int
+    reason: int
+    family: int
+    l4proto: int
+    kind: int
+    l4: bytes
+    saddr: bytes
+    daddr: bytes
+    ifname: bytes
+
+
+def decode(data: bytes) -> RawEvent:
+    (skb, ts, addr, location, cpu, length, mark, ifindex, netns, reason,
+     family, l4proto, kind, _pad, l4, saddr, daddr, ifname) = EVENT.unpack_from(data)
+    return RawEvent(skb, ts, addr, location, cpu, length, mark, ifindex, netns, reason,
+                    family, l4proto, kind, l4, saddr, daddr, ifname)
+
+
+def tuple_of(ev: RawEvent) -> dict | None:
+    """The L3/L4 tuple as JSON-ready dict, or None when the event had no IP header."""
+    if ev.family == 4:
+        src, dst = str(ipaddress.IPv4Address(ev.saddr[:4])), str(ipaddress.IPv4Address(ev.daddr[:4]))
+        fam = "ipv4"
+    elif ev.family == 6:
+        src, dst = str(ipaddress.IPv6Address(ev.saddr)), str(ipaddress.IPv6Address(ev.daddr))
+        fam = "ipv6"
+    else:
+        return None
+    out = {"family": fam, "proto": PROTO_NAMES.get(ev.l4proto, ev.l4proto), "src": src, "dst": dst,
+           "sport": None, "dport": None, "icmp_type": None, "icmp_code": None}
+    if ev.l4proto in (6, 17, 132):
+        out["sport"], out["dport"] = struct.unpack(">HH", ev.l4)
+    elif ev.l4proto in (1, 58):
+        out["icmp_type"], out["icmp_code"] = ev.l4[0], ev.l4[1]
+    return out
+
+
+def ifname_of(ev: RawEvent) -> str | None:
+    name = ev.ifname.split(b"\0", 1)[0]
+    return name.decode("ascii", "replace") if name else None

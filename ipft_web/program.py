@@ -1,0 +1,158 @@
+"""The BPF program: bpf/ipft.bpf.c plus the kernel's struct offsets, compiled with BCC.
+
+Every field the program reads is located through the type database (BTF or DWARF) of the
+running kernel and handed to the C code as an integer constant. The generated part of the
+source is integers only; nothing a user typed ever reaches the C text.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import time
+from dataclasses import dataclass, field
+
+from . import resources
+from .errors import EnvError
+
+log = logging.getLogger(__name__)
+
+# (macro, struct, member path) for every field the program reads.
+FIELDS = (
+    ("OFF_SKB_LEN", "sk_buff", "len"),
+    ("OFF_SKB_MARK", "sk_buff", "mark"),
+    ("OFF_SKB_DEV", "sk_buff", "dev"),
+    ("OFF_SKB_SK", "sk_buff", "sk"),
+    ("OFF_SKB_HEAD", "sk_buff", "head"),
+    ("OFF_SKB_NETWORK_HEADER", "sk_buff", "network_header"),
+    ("OFF_DEV_IFINDEX", "net_device", "ifindex"),
+    ("OFF_DEV_NAME", "net_device", "name"),
+    ("OFF_DEV_ND_NET", "net_device", "nd_net.net"),
+    ("OFF_NET_INUM", "net", "ns.inum"),
+    ("OFF_SK_NET", "sock", "__sk_common.skc_net.net"),
+)
+
+RINGBUF_PAGES = 1024  # 4 MiB of events between two polls
+
+KPROBE_POSITIONS = (1, 2, 3, 4, 5)
+
+
+@dataclass
+class Tracepoint:
+    """A raw tracepoint with a struct sk_buff * argument."""
+
+    name: str          # "netif_receive_skb"
+    group: str | None  # "net"
+    arg: int           # index into the raw tracepoint's args[]
+
+    @property
+    def label(self) -> str:
+        return f"{self.group}:{self.name}" if self.group else self.name
+
+
+@dataclass
+class ProgramSpec:
+    """What to compile: the source text, its flags, and the tracepoint slot table."""
+
+    text: str
+    cflags: list[str]
+    slots: dict[int, Tracepoint] = field(default_factory=dict)  # slot id -> tracepoint
+    kfree_skb_slot: int | None = None
+    consume_skb_slot: int | None = None
+
+
+def offsets(typedb) -> dict[str, int]:
+    """The byte offset of each field the program reads; EnvError naming what is missing."""
+    out = {}
+    for macro, struct, path in FIELDS:
+        try:
+            member = typedb.struct_member(struct, path)
+        except KeyError as exc:
+            raise EnvError(f"kernel type info has no {struct}.{path} ({exc})") from None
+        out[macro] = int(member.offset)
+    return out
+
+
+def build_spec(typedb, tracepoints: list[Tracepoint], kfree_skb_args: dict | None = None) -> ProgramSpec:
+    """Source text + cflags for this kernel. `kfree_skb_args` = {"reason": idx, "location": idx}."""
+    src = (resources.path("bpf") / "ipft.bpf.c").read_text()
+    cflags = [f"-D{macro}={value}" for macro, value in offsets(typedb).items()]
+    cflags.append(f"-DIPFT_RINGBUF_PAGES={RINGBUF_PAGES}")
+    cflags.append("-Wno-unused-function")
+    spec = ProgramSpec(text="", cflags=cflags)
+    lines = [src, "", "/* generated: one entry per skb tracepoint (slot, arg index) */"]
+    for slot, tp in enumerate(tracepoints):
+        spec.slots[slot] = tp
+        if tp.name == "kfree_skb":
+            spec.kfree_skb_slot = slot
+        elif tp.name == "consume_skb":
+            spec.consume_skb_slot = slot
+        else:
+            lines.append(f"IPFT_TP_SLOT({int(slot)}, {int(tp.arg)})")
+    spec.text = "\n".join(lines) + "\n"
+    # Slots of the two lifecycle tracepoints; -1 if this kernel lacks them.
+    cflags.append(f"-DTP_SLOT_KFREE_SKB={spec.kfree_skb_slot if spec.kfree_skb_slot is not None else -1}")
+    cflags.append(f"-DTP_SLOT_CONSUME_SKB={spec.consume_skb_slot if spec.consume_skb_slot is not None else -1}")
+    for key, macro in (("reason", "KFREE_SKB_REASON_ARG"), ("location", "KFREE_SKB_LOCATION_ARG")):
+        idx = (kfree_skb_args or {}).get(key)
+        if idx is not None:
+            cflags.append(f"-D{macro}={int(idx)}")
+    return spec
+
+
+def raise_limits(probes: int) -> None:
+    """Each kprobe holds a file descriptor (fentry two); BCC refuses more than 1000 probes by default."""
+    os.environ["BCC_PROBE_LIMIT"] = str(max(probes + 100, 1000))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(soft, min(hard, 4 * probes + 1024)) if hard != resource.RLIM_INFINITY else 4 * probes + 1024
+    if want > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            log.warning("could not raise the open-file limit to %d", want)
+
+
+def set_kernel_headers() -> str | None:
+    """Point BCC at a header tree; returns a message when it is not the running kernel's own."""
+    from .kernel import headers
+
+    path, message = headers.find_headers()
+    if path:
+        os.environ["BCC_KERNEL_SOURCE"] = str(path)
+    return message
+
+
+def import_bcc():
+    try:
+        import bcc  # noqa: F401  (Debian's python3-bpfcc)
+    except ImportError:
+        raise EnvError("the BCC Python module is missing: apt install python3-bpfcc "
+                       "(dnf install python3-bcc), and use a venv made with --system-site-packages") from None
+    return bcc
+
+
+def compile_program(spec: ProgramSpec):
+    """Compile with BCC; returns the bcc.BPF object. EnvError with BCC's first error line on failure."""
+    bcc = import_bcc()
+    started = time.monotonic()
+    try:
+        bpf = bcc.BPF(text=spec.text, cflags=spec.cflags)
+    except Exception as exc:  # BCC raises bare Exception on compile/load failures
+        raise EnvError(f"could not compile the BPF program: {str(exc).strip().splitlines()[0]}") from None
+    log.info("BPF program compiled in %.2fs", time.monotonic() - started)
+    return bpf
+
+
+def set_filter(bpf, mark: int, mask: int) -> None:
+    """Write the mark/mask into the running program's config map."""
+    table = bpf["ipft_config"]
+    value = table.Leaf()
+    value.mark = mark & mask
+    value.mask = mask
+    table[table.Key(0)] = value
+
+
+def lost_events(bpf) -> int:
+    """Events the ring buffer could not take, summed over CPUs."""
+    table = bpf["ipft_lost"]
+    return int(sum(table.getvalue(table.Key(0))))

@@ -1,0 +1,240 @@
+"""The tracer: kernel introspection -> BPF program -> backend -> events -> journeys.
+
+Implements the Tracer interface of docs/design.md for the CLI and the web server alike.
+`start()` blocks (compile + attach); `poll(0)` never blocks; `stop()` is idempotent and undoes
+everything the tracer did to the kernel.
+"""
+from __future__ import annotations
+
+import bisect
+import ctypes
+import logging
+import os
+import threading
+import time
+
+from . import program
+from .config import TraceConfig
+from .errors import EnvError, UsageError
+from .events import (KIND_CONSUME, KIND_DROP, KIND_FREE, KIND_KPROBE, KIND_TP, decode, ifname_of,
+                     tuple_of)
+from .journeys import Assembler, Hit
+from .kernel.view import KernelView
+
+log = logging.getLogger(__name__)
+
+NOT_A_DROP = {"NOT_DROPPED_YET", "CONSUMED"}
+
+
+class Symbolizer:
+    """Function address -> name for the functions we attached (nearest lower address)."""
+
+    def __init__(self, pairs):
+        pairs = sorted(pairs)
+        self.addrs = [a for a, _ in pairs]
+        self.names = [n for _, n in pairs]
+        self.cache: dict[int, str] = {}
+
+    def __call__(self, addr: int) -> str | None:
+        name = self.cache.get(addr)
+        if name is None:
+            i = bisect.bisect_right(self.addrs, addr) - 1
+            # kprobes may report the address a few bytes in (IBT endbr, ftrace); allow 64
+            if i >= 0 and addr - self.addrs[i] < 64:
+                name = self.names[i]
+            else:
+                return None
+            self.cache[addr] = name
+        return name
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise EnvError("tracing needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN): run it with sudo")
+
+
+class Tracer:
+    def __init__(self, config: TraceConfig, on_journey, on_progress=None, kernel: KernelView | None = None):
+        self.config = config
+        self.on_journey = on_journey
+        self.on_progress = on_progress or (lambda stage, done, total: None)
+        self.kernel = kernel
+        self.bpf = None
+        self.backend = None
+        self.tp_backend = None
+        self.spec = None
+        self.state = "idle"
+        self.attached: list[str] = []
+        self.failed: dict[str, str] = {}
+        self.header_note: str | None = None
+        self.events = 0
+        self.lost = 0
+        self.journeys = 0
+        self.started_at = None
+        self._stopped = False
+        self._lock = threading.Lock()
+        self.assembler = None
+        self.symbolize = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        require_root()
+        self.state = "preparing"
+        self.on_progress("loading kernel types", 0, 0)
+        kernel = self.kernel or KernelView.load(vmlinux=self.config.vmlinux)
+        self.kernel = kernel
+        backend = self._choose_backend(kernel)
+        functions, tp_slots = self._targets(kernel, backend)
+        if not functions and not tp_slots:
+            raise UsageError(f"no function matches {self.config.regex!r} for the {backend} backend")
+
+        self.spec = program.build_spec(kernel.typedb, kernel.tracepoints, kernel.kfree_skb_args)
+        self.header_note = program.set_kernel_headers()
+        if self.header_note:
+            log.info("%s", self.header_note)
+        program.raise_limits(len(functions) + len(tp_slots))
+        self.state = "compiling"
+        self.on_progress("compiling", 0, 0)
+        self.bpf = program.compile_program(self.spec)
+        program.set_filter(self.bpf, self.config.mark, self.config.mask)
+        self.bpf["ipft_events"].open_ring_buffer(self._on_event)
+
+        free_traced = any(f.name == "kfree_skbmem" for f in functions)
+        self.assembler = Assembler(self._emit, idle_timeout=self.config.idle_timeout, free_traced=free_traced)
+        self.state = "attaching"
+        from .backends.tracepoint import TracepointBackend
+        self.tp_backend = TracepointBackend(self.bpf, self.spec)
+        if backend == "kprobe":
+            from .backends.kprobe import KprobeBackend
+            self.backend = KprobeBackend(self.bpf)
+            res = self.backend.attach(functions, self.on_progress)
+            self.symbolize = Symbolizer(
+                (addr, name) for name in res.attached for addr in kernel.addresses(name))
+            self.attached.extend(res.attached)
+            self.failed.update(res.failed)
+        else:
+            self.backend = self.tp_backend
+        res = self.tp_backend.attach(tp_slots, self.on_progress if backend == "tracepoint" else None)
+        self.attached.extend(res.attached)
+        self.failed.update(res.failed)
+        self.backend_name = backend
+        if not self.attached:
+            self.stop()
+            raise EnvError(f"the kernel refused every probe ({len(self.failed)} tried); run with -v to see why")
+        self.state = "tracing"
+        self.started_at = time.time()
+
+    def _choose_backend(self, kernel) -> str:
+        from .backends import IMPLEMENTED
+        usable = [b for b in kernel.backends() if b in IMPLEMENTED]
+        want = self.config.backend
+        if want == "auto":
+            if not usable:
+                raise EnvError("this kernel allows neither kprobes nor raw tracepoints for BPF")
+            return usable[0]
+        if want not in IMPLEMENTED:
+            raise UsageError(f"backend {want} is not available yet; use one of {', '.join(IMPLEMENTED)}")
+        if want not in usable:
+            why = kernel.why_not(want)
+            raise EnvError(f"backend {want} does not work on this kernel ({why}); try -b auto")
+        return want
+
+    def _targets(self, kernel, backend):
+        """(kprobe catalog entries, tracepoint slot ids) the config selects."""
+        cfg = self.config
+        functions = []
+        if backend == "kprobe":
+            functions = [f for f in kernel.skb_functions() if f.pos <= 5 and cfg.matches(f.name)]
+            names = {f.name for f in functions}
+            free = kernel.function("kfree_skbmem")
+            if free is not None and "kfree_skbmem" not in names:
+                functions.append(free)
+            slots = [s for s, tp in enumerate(kernel.tracepoints) if tp.name in ("kfree_skb", "consume_skb")]
+        else:
+            slots = [s for s, tp in enumerate(kernel.tracepoints)
+                     if tp.name in ("kfree_skb", "consume_skb") or cfg.matches(tp.label) or cfg.matches(tp.name)]
+        return functions, slots
+
+    def poll(self, timeout_ms: int = 0) -> None:
+        if self.state != "tracing":
+            return
+        with self._lock:
+            if timeout_ms:
+                self.bpf.ring_buffer_poll(timeout_ms)
+            else:
+                self.bpf.ring_buffer_consume()
+            self.assembler.tick()
+            self.lost = program.lost_events(self.bpf)
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            try:
+                for b in (self.backend, self.tp_backend):
+                    if b is not None:
+                        b.detach()
+                if self.bpf is not None and self.state == "tracing":
+                    self.bpf.ring_buffer_consume()
+                    self.lost = program.lost_events(self.bpf)
+                if self.assembler is not None:
+                    self.assembler.flush("exit")
+            finally:
+                if self.bpf is not None:
+                    try:
+                        self.bpf.cleanup()
+                    except Exception:  # already detached; cleanup only frees the rest
+                        pass
+                self.state = "stopped"
+
+    def stats(self) -> dict:
+        return {
+            "state": self.state,
+            "backend": getattr(self, "backend_name", None),
+            "attached": len(self.attached),
+            "failed": len(self.failed),
+            "failed_funcs": dict(sorted(self.failed.items())),
+            "events": self.events,
+            "lost": self.lost,
+            "journeys": self.journeys,
+            "headers": self.header_note,
+        }
+
+    # -- events --------------------------------------------------------------------------
+    def _emit(self, journey: dict) -> None:
+        self.journeys += 1
+        self.on_journey(journey)
+
+    def _on_event(self, _ctx, data, size) -> None:
+        self.events += 1
+        try:
+            ev = decode(ctypes.string_at(data, size))
+            self.assembler.feed(self._hit(ev))
+        except Exception:  # never let one odd event kill the loop; count it
+            log.exception("could not decode an event")
+
+    def _hit(self, ev) -> Hit:
+        kind = "kprobe"
+        end = None
+        drop_reason = drop_func = None
+        if ev.kind in (KIND_KPROBE, KIND_FREE):
+            func = (self.symbolize(ev.addr) if self.symbolize else None) or self.kernel.symbol(ev.addr) \
+                or f"0x{ev.addr:x}"
+            kind = self.backend.kind if self.backend else "kprobe"
+            if ev.kind == KIND_FREE:
+                end = "free"
+        else:
+            tp = self.spec.slots.get(ev.addr)
+            func = tp.label if tp else f"tracepoint#{ev.addr}"
+            kind = "tracepoint"
+            if ev.kind in (KIND_DROP, KIND_CONSUME):
+                end = "freeing"
+            if ev.kind == KIND_DROP:
+                reason = self.kernel.drop_reason(ev.reason)
+                if reason not in NOT_A_DROP:
+                    drop_reason = reason
+                    drop_func = self.kernel.symbol(ev.location) if ev.location else None
+        return Hit(skb=ev.skb, ts=ev.ts, func=func, kind=kind, cpu=ev.cpu, len=ev.len, mark=ev.mark,
+                   ifindex=ev.ifindex, dev=ifname_of(ev), netns=ev.netns, tuple=tuple_of(ev), end=end,
+                   drop_reason=drop_reason, drop_func=drop_func)
