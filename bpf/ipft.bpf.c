@@ -40,6 +40,9 @@ struct ipft_event {
     u8 kind;
     u8 pad;
     u8 l4[4];      /* TCP/UDP: sport, dport (network order); ICMP: type, code */
+    u16 ip_id;     /* IPv4 identification (network order): tells packets in a reused skb apart */
+    u16 pad2;
+    u32 pad3;
     u8 saddr[16];
     u8 daddr[16];
     char ifname[16];
@@ -68,6 +71,7 @@ static __always_inline void ipft_read_tuple(struct ipft_event *e, void *skb)
     if ((vb >> 4) == 4) {
         if ((vb & 0xf) < 5)
             return;
+        bpf_probe_read_kernel(&e->ip_id, 2, head + nh + 4);
         bpf_probe_read_kernel(&proto, 1, head + nh + 9);
         bpf_probe_read_kernel(e->saddr, 4, head + nh + 12);
         bpf_probe_read_kernel(e->daddr, 4, head + nh + 16);

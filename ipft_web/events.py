@@ -5,9 +5,9 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-# Must match struct ipft_event: 4 x u64, 6 x u32, 4 x u8, u8[4], u8[16], u8[16], char[16].
-EVENT = struct.Struct("<4Q6I4B4s16s16s16s")
-EVENT_SIZE = EVENT.size  # 112
+# Must match struct ipft_event: 4 x u64, 6 x u32, 4 x u8, u8[4], u16, u16, u32, u8[16], u8[16], char[16].
+EVENT = struct.Struct("<4Q6I4B4sHHI16s16s16s")
+EVENT_SIZE = EVENT.size  # 120
 
 KIND_KPROBE, KIND_TP, KIND_DROP, KIND_CONSUME, KIND_FREE = range(5)
 
@@ -30,6 +30,7 @@ class RawEvent:
     l4proto: int
     kind: int
     l4: bytes
+    ip_id: int
     saddr: bytes
     daddr: bytes
     ifname: bytes
@@ -37,9 +38,9 @@ class RawEvent:
 
 def decode(data: bytes) -> RawEvent:
     (skb, ts, addr, location, cpu, length, mark, ifindex, netns, reason,
-     family, l4proto, kind, _pad, l4, saddr, daddr, ifname) = EVENT.unpack_from(data)
+     family, l4proto, kind, _pad, l4, ip_id, _pad2, _pad3, saddr, daddr, ifname) = EVENT.unpack_from(data)
     return RawEvent(skb, ts, addr, location, cpu, length, mark, ifindex, netns, reason,
-                    family, l4proto, kind, l4, saddr, daddr, ifname)
+                    family, l4proto, kind, l4, ip_id, saddr, daddr, ifname)
 
 
 def tuple_of(ev: RawEvent) -> dict | None:

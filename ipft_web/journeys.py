@@ -30,6 +30,7 @@ class Hit:
     dev: str | None
     netns: int
     tuple: dict | None = None
+    ip_id: int | None = None        # IPv4 identification, None for other packets
     end: str | None = None          # None, "free" (memory freed), "freeing" (consume/kfree_skb)
     drop_reason: str | None = None
     drop_func: str | None = None
@@ -47,6 +48,7 @@ class _Open:
     drop_func: str | None = None
     closing_since: int | None = None
     truncated: int = 0
+    ip_id: int | None = None
 
 
 class Assembler:
@@ -68,6 +70,12 @@ class Assembler:
             # The address was reused by a new packet after the old one was freed.
             self._finish(j, "freed")
             j = None
+        elif (j is not None and not self.free_traced and hit.ip_id is not None and j.ip_id is not None
+              and hit.ip_id != j.ip_id):
+            # No free seen (the tracepoints miss __kfree_skb), but another IPv4 packet now
+            # occupies the skb: the old journey ended unseen.
+            self._finish(j, "reused")
+            j = None
         if j is None:
             if len(self.open) >= self.max_open:
                 self._finish(next(iter(self.open.values())), "evicted")
@@ -83,6 +91,8 @@ class Assembler:
         j.last_ts = hit.ts
         if j.tuple is None and hit.tuple is not None:
             j.tuple = hit.tuple
+        if j.ip_id is None:
+            j.ip_id = hit.ip_id
         if j.dev_hit is None and hit.ifindex:
             j.dev_hit = hit
         if hit.drop_reason and j.drop_reason is None:

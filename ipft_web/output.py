@@ -35,7 +35,7 @@ def format_text(j: dict) -> str:
             f"  ({len(j['hits'])} hits, {_us(j['duration_ns'])}, {j['end']})")
     lines = [head]
     for h in j["hits"]:
-        lines.append(f"  +{_us(h['t_ns']):>14}  cpu{h['cpu']:<3} len {h['len']:<6} {h.get('dev') or '-':<10} {h['func']}")
+        lines.append(f"  +{h['t_ns'] / 1000:>10.3f}us  cpu{h['cpu']:<3} len {h['len']:<6} {h.get('dev') or '-':<10} {h['func']}")
     if j.get("truncated_hits"):
         lines.append(f"  ... {j['truncated_hits']} more hits not kept")
     if j.get("drop_reason"):

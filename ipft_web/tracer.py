@@ -237,4 +237,5 @@ class Tracer:
                     drop_func = self.kernel.symbol(ev.location) if ev.location else None
         return Hit(skb=ev.skb, ts=ev.ts, func=func, kind=kind, cpu=ev.cpu, len=ev.len, mark=ev.mark,
                    ifindex=ev.ifindex, dev=ifname_of(ev), netns=ev.netns, tuple=tuple_of(ev), end=end,
+                   ip_id=ev.ip_id if ev.family == 4 else None,
                    drop_reason=drop_reason, drop_func=drop_func)

@@ -66,3 +66,12 @@ def test_idle_timeout_and_bounds():
     assert ends == ["evicted", "timeout", "timeout"]
     two = [j for j in out if j["skb"] == "0x2"][0]
     assert len(two["hits"]) == 3 and two["truncated_hits"] == 3
+
+
+def test_reused_skb_split_by_ip_id_without_free_tracing():
+    out = []
+    a = Assembler(out.append, free_traced=False)
+    a.feed(hit(1, 1, "net:net_dev_queue", kind="tracepoint", ip_id=7))
+    a.feed(hit(1, 2, "net:netif_receive_skb", kind="tracepoint", ip_id=7))
+    a.feed(hit(1, 3, "net:net_dev_queue", kind="tracepoint", ip_id=8))
+    assert len(out) == 1 and out[0]["end"] == "reused" and len(out[0]["hits"]) == 2

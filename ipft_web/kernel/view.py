@@ -1,0 +1,103 @@
+"""One object with everything the tracer needs to know about the running kernel.
+
+Type info (BTF, or DWARF from --vmlinux), the skb function catalog, raw tracepoints with an skb,
+symbol addresses, drop reason names and which backends work. Loaded once per process and shared
+by the CLI, the tracer and the web server (the web server keeps it for the process lifetime).
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from ..program import Tracepoint
+
+_cache: dict = {}
+_lock = threading.Lock()
+
+
+class KernelView:
+    def __init__(self, typedb, syms, catalog, features=None):
+        self.typedb = typedb
+        self.syms = syms
+        self.catalog = catalog
+        self._features = features
+        self._functions = None
+        self._by_name = None
+        tps = catalog.skb_tracepoints()
+        self.tracepoints = [Tracepoint(name=t.name, group=t.group, arg=t.arg) for t in tps]
+        self.kfree_skb_args = catalog.kfree_skb_args()
+        self._reasons = None
+
+    @classmethod
+    def load(cls, vmlinux: str | None = None) -> "KernelView":
+        """Cached per process (per --vmlinux)."""
+        with _lock:
+            view = _cache.get(vmlinux)
+            if view is None:
+                started = time.monotonic()
+                from . import catalog as catalog_mod
+                from . import kallsyms
+                if vmlinux:
+                    from .dwarf import load_dwarf
+                    typedb = load_dwarf(vmlinux)
+                else:
+                    from .btf import load_kernel_btf
+                    typedb = load_kernel_btf(modules=True)
+                syms = kallsyms.load()
+                view = cls(typedb, syms, catalog_mod.Catalog(typedb, syms))
+                view.load_seconds = time.monotonic() - started
+                _cache[vmlinux] = view
+            return view
+
+    # -- functions -----------------------------------------------------------------------
+    def skb_functions(self):
+        """Traceable functions with a struct sk_buff * argument, sorted by name."""
+        if self._functions is None:
+            self._functions = sorted(self.catalog.traceable_skb_functions(), key=lambda f: f.name)
+            self._by_name = {f.name: f for f in self._functions}
+        return self._functions
+
+    def function(self, name: str):
+        """Catalog entry for a traceable function (any signature for kfree_skbmem), or None."""
+        self.skb_functions()
+        entry = self._by_name.get(name)
+        if entry is None and name == "kfree_skbmem":
+            entry = self.catalog.entry(name)
+        return entry
+
+    @property
+    def catalog_source(self) -> str:
+        return self.catalog.source
+
+    def addresses(self, name: str) -> list[int]:
+        return self.syms.addresses(name)
+
+    def symbol(self, addr: int) -> str | None:
+        return self.syms.symbolize(addr)
+
+    # -- drop reasons --------------------------------------------------------------------
+    def drop_reason(self, value: int) -> str:
+        if self._reasons is None:
+            try:
+                enum = self.typedb.enum("skb_drop_reason")
+            except KeyError:
+                enum = {}
+            self._reasons = {v: k.removeprefix("SKB_DROP_REASON_").removeprefix("SKB_") for k, v in enum.items()}
+        if self.kfree_skb_args.get("reason") is None:
+            return "NOT_SPECIFIED"  # kernels before 5.17 give no reason
+        return self._reasons.get(value, f"REASON_{value}")
+
+    # -- backends ------------------------------------------------------------------------
+    def features(self) -> dict:
+        if self._features is None:
+            from . import features
+            self._features = features.probe_all()
+        return self._features
+
+    def backends(self) -> list[str]:
+        from . import features
+        return features.available_backends()
+
+    def why_not(self, backend: str) -> str:
+        info = self.features().get(backend.replace("-", "_"), {}) or self.features().get(backend, {})
+        return info.get("why") or "not supported"
