@@ -1,0 +1,399 @@
+"""Thin ctypes wrappers around bpf(2) and perf_event_open(2).
+
+Just enough to load tiny hand-assembled programs and attach them the ways the backends need
+(raw tracepoint, kprobe PMU, kprobe-multi link, fentry link), so that `features.py` can ask the
+running kernel what works. Every function returns plain file descriptors (ints) that the caller
+closes with `os.close`; every failure is a `BPFError` (an `OSError` with the errno and a sentence
+saying what it most likely means; program loads carry the verifier log).
+"""
+from __future__ import annotations
+
+import ctypes
+import errno as _errno
+import os
+import platform
+import struct
+
+# -- syscall numbers ----------------------------------------------------------------------
+_SYSCALLS = {  # machine -> (bpf, perf_event_open)
+    "x86_64": (321, 298),
+    "aarch64": (280, 241),
+}
+NR_BPF, NR_PERF_EVENT_OPEN = _SYSCALLS.get(platform.machine(), (321, 298))
+
+# -- bpf commands ---------------------------------------------------------------------------
+BPF_MAP_CREATE = 0
+BPF_PROG_LOAD = 5
+BPF_RAW_TRACEPOINT_OPEN = 17
+BPF_LINK_CREATE = 28
+
+# -- program types --------------------------------------------------------------------------
+BPF_PROG_TYPE_SOCKET_FILTER = 1
+BPF_PROG_TYPE_KPROBE = 2
+BPF_PROG_TYPE_RAW_TRACEPOINT = 17
+BPF_PROG_TYPE_TRACING = 26
+
+# -- attach types -----------------------------------------------------------------------------
+BPF_TRACE_FENTRY = 24
+BPF_TRACE_FEXIT = 25
+BPF_TRACE_KPROBE_MULTI = 42
+
+BPF_F_KPROBE_MULTI_RETURN = 1
+
+# -- map types --------------------------------------------------------------------------------
+BPF_MAP_TYPE_RINGBUF = 27
+
+# -- helpers ----------------------------------------------------------------------------------
+BPF_FUNC_get_func_ip = 173
+BPF_FUNC_get_attach_cookie = 174
+
+# -- perf -------------------------------------------------------------------------------------
+PERF_FLAG_FD_CLOEXEC = 1 << 3
+PERF_EVENT_IOC_ENABLE = 0x2400            # _IO('$', 0)
+PERF_EVENT_IOC_SET_BPF = 0x40042408       # _IOW('$', 8, __u32)
+PERF_ATTR_SIZE_VER5 = 112
+KPROBE_PMU_TYPE = "/sys/bus/event_source/devices/kprobe/type"
+
+ENOTSUPP = 524  # kernel-internal "not supported" that leaks to user space; os.strerror can't name it
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+_ioctl = _libc.ioctl
+_ioctl.restype = ctypes.c_int
+_ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong]
+
+
+class BPFError(OSError):
+    """OSError from bpf()/perf_event_open(): `.errno`, `.strerror` (a helpful sentence), `.log`."""
+
+    def __init__(self, err: int, text: str, log: str = ""):
+        super().__init__(err, text)
+        self.log = log
+
+    @property
+    def errname(self) -> str:
+        return errno_name(self.errno)
+
+
+def errno_name(err: int) -> str:
+    if err == ENOTSUPP:
+        return "ENOTSUPP"
+    if err == _errno.EOPNOTSUPP:
+        return "EOPNOTSUPP"  # Python names 95 ENOTSUP; the kernel sources say EOPNOTSUPP
+    return _errno.errorcode.get(err, f"errno {err}")
+
+
+_MEANING = {
+    _errno.EPERM: "operation not permitted: needs root (CAP_BPF/CAP_SYS_ADMIN + CAP_PERFMON), "
+                  "or the kernel (lockdown, an LSM, a sandbox) refuses it",
+    _errno.EACCES: "permission denied (verifier rejected the program, or access refused)",
+    _errno.EINVAL: "invalid argument: the kernel does not know this program/attach type or field",
+    _errno.E2BIG: "argument too big, or attr fields this kernel does not know are set",
+    _errno.ENOENT: "not found (no such function, tracepoint or BTF id)",
+    _errno.ESRCH: "no such symbol, or it is not traceable/duplicated",
+    _errno.EOPNOTSUPP: "not supported by this kernel's configuration",
+    ENOTSUPP: "not supported by this kernel (ENOTSUPP)",
+    _errno.ENOSYS: "bpf() syscall not available",
+    _errno.EBUSY: "already attached / busy",
+    _errno.ENOMEM: "out of memory (or locked memory limit)",
+}
+
+
+def _fail(what: str, err: int, log: str = "", meaning: dict | None = None) -> BPFError:
+    text = (meaning or {}).get(err) or _MEANING.get(err) or os.strerror(err)
+    if err == _errno.EPERM and os.geteuid() == 0:
+        text = "operation not permitted although running as root: lockdown, an LSM or a sandbox refuses it"
+    msg = f"{what}: {errno_name(err)}: {text}"
+    if log:
+        lines = [ln for ln in log.strip().splitlines()
+                 if ln.strip() and not ln.startswith(("processed ", "verification time", "stack depth"))]
+        tail = lines[-3:]
+        msg += " | verifier: " + " / ".join(tail)
+    return BPFError(err, msg, log)
+
+
+def bpf(cmd: int, attr: ctypes.Structure) -> int:
+    """Raw bpf(cmd, &attr, sizeof attr). Returns the result or raises BPFError (no text)."""
+    ret = _syscall(ctypes.c_long(NR_BPF), ctypes.c_int(cmd), ctypes.byref(attr),
+                   ctypes.c_uint(ctypes.sizeof(attr)))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise BPFError(err, os.strerror(err))
+    return ret
+
+
+def _call(what: str, cmd: int, attr: ctypes.Structure, meaning: dict | None = None) -> int:
+    try:
+        return bpf(cmd, attr)
+    except BPFError as exc:
+        raise _fail(what, exc.errno, meaning=meaning) from None
+
+
+# -- instructions ------------------------------------------------------------------------------
+def insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+    return struct.pack("<BBhi", code, (dst & 0xF) | ((src & 0xF) << 4), off, imm)
+
+
+def mov64_imm(dst: int, imm: int) -> bytes:
+    return insn(0xB7, dst=dst, imm=imm)          # BPF_ALU64 | BPF_MOV | BPF_K
+
+
+def call(helper: int) -> bytes:
+    return insn(0x85, imm=helper)                # BPF_JMP | BPF_CALL
+
+
+def exit_() -> bytes:
+    return insn(0x95)                            # BPF_JMP | BPF_EXIT
+
+
+RETURN_ZERO = mov64_imm(0, 0) + exit_()          # r0 = 0; exit
+
+
+# -- attrs ---------------------------------------------------------------------------------------
+class ProgLoadAttr(ctypes.Structure):
+    _fields_ = [
+        ("prog_type", ctypes.c_uint32),
+        ("insn_cnt", ctypes.c_uint32),
+        ("insns", ctypes.c_uint64),
+        ("license", ctypes.c_uint64),
+        ("log_level", ctypes.c_uint32),
+        ("log_size", ctypes.c_uint32),
+        ("log_buf", ctypes.c_uint64),
+        ("kern_version", ctypes.c_uint32),
+        ("prog_flags", ctypes.c_uint32),
+        ("prog_name", ctypes.c_char * 16),
+        ("prog_ifindex", ctypes.c_uint32),
+        ("expected_attach_type", ctypes.c_uint32),
+        ("prog_btf_fd", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32),
+        ("func_info", ctypes.c_uint64),
+        ("func_info_cnt", ctypes.c_uint32),
+        ("line_info_rec_size", ctypes.c_uint32),
+        ("line_info", ctypes.c_uint64),
+        ("line_info_cnt", ctypes.c_uint32),
+        ("attach_btf_id", ctypes.c_uint32),
+        ("attach_btf_obj_fd", ctypes.c_uint32),   # union with attach_prog_fd
+        ("core_relo_cnt", ctypes.c_uint32),
+    ]  # 120 bytes: every field up to here exists since 5.17; later ones stay out (and so zero)
+
+
+class MapCreateAttr(ctypes.Structure):
+    _fields_ = [
+        ("map_type", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("inner_map_fd", ctypes.c_uint32),
+        ("numa_node", ctypes.c_uint32),
+        ("map_name", ctypes.c_char * 16),
+    ]
+
+
+class RawTracepointOpenAttr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_uint64), ("prog_fd", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
+
+
+class _KprobeMulti(ctypes.Structure):
+    _fields_ = [
+        ("flags", ctypes.c_uint32),
+        ("cnt", ctypes.c_uint32),
+        ("syms", ctypes.c_uint64),
+        ("addrs", ctypes.c_uint64),
+        ("cookies", ctypes.c_uint64),
+    ]
+
+
+class _Tracing(ctypes.Structure):
+    _fields_ = [("target_btf_id", ctypes.c_uint32), ("_pad", ctypes.c_uint32), ("cookie", ctypes.c_uint64)]
+
+
+class _LinkTarget(ctypes.Union):
+    _fields_ = [("kprobe_multi", _KprobeMulti), ("tracing", _Tracing)]
+
+
+class LinkCreateAttr(ctypes.Structure):
+    _anonymous_ = ("u",)
+    _fields_ = [
+        ("prog_fd", ctypes.c_uint32),
+        ("target_fd", ctypes.c_uint32),
+        ("attach_type", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("u", _LinkTarget),
+    ]
+
+
+class PerfEventAttr(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("size", ctypes.c_uint32),
+        ("config", ctypes.c_uint64),
+        ("sample_period", ctypes.c_uint64),
+        ("sample_type", ctypes.c_uint64),
+        ("read_format", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),            # bit 0 "disabled", ...
+        ("wakeup_events", ctypes.c_uint32),
+        ("bp_type", ctypes.c_uint32),
+        ("config1", ctypes.c_uint64),          # kprobe: pointer to the function name
+        ("config2", ctypes.c_uint64),          # kprobe: offset
+        ("_rest", ctypes.c_uint8 * (PERF_ATTR_SIZE_VER5 - 72)),
+    ]
+
+
+# -- commands -------------------------------------------------------------------------------------
+def prog_load(prog_type: int, insns: bytes = RETURN_ZERO, *, expected_attach_type: int = 0,
+              attach_btf_id: int = 0, attach_btf_obj_fd: int = 0, license: str = "GPL",
+              name: str = "ipft_probe", log_size: int = 1 << 16) -> int:
+    """BPF_PROG_LOAD; returns the program fd. On failure retries once with a verifier log."""
+    if len(insns) % 8:
+        raise ValueError("instructions must be a multiple of 8 bytes")
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(license.encode())
+
+    def attempt(log_level: int, buf) -> int:
+        attr = ProgLoadAttr()
+        attr.prog_type = prog_type
+        attr.insn_cnt = len(insns) // 8
+        attr.insns = ctypes.addressof(code)
+        attr.license = ctypes.addressof(lic)
+        attr.prog_name = name.encode()[:15]
+        attr.expected_attach_type = expected_attach_type
+        attr.attach_btf_id = attach_btf_id
+        attr.attach_btf_obj_fd = attach_btf_obj_fd
+        if buf is not None:
+            attr.log_level = log_level
+            attr.log_size = len(buf)
+            attr.log_buf = ctypes.addressof(buf)
+        return bpf(BPF_PROG_LOAD, attr)
+
+    what = f"BPF_PROG_LOAD (prog type {prog_type}, attach type {expected_attach_type})"
+    try:
+        return attempt(0, None)
+    except BPFError as first:
+        if first.errno in (_errno.EPERM, _errno.ENOSYS):
+            raise _fail(what, first.errno) from None
+        buf = ctypes.create_string_buffer(log_size)
+        try:
+            fd = attempt(1, buf)
+        except BPFError as second:
+            raise _fail(what, second.errno, buf.value.decode(errors="replace")) from None
+        os.close(fd)  # loaded with a log but not without: report the first error
+        raise _fail(what, first.errno) from None
+
+
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int,
+               name: str = "ipft_probe") -> int:
+    attr = MapCreateAttr(map_type=map_type, key_size=key_size, value_size=value_size,
+                         max_entries=max_entries)
+    attr.map_name = name.encode()[:15]
+    return _call(f"BPF_MAP_CREATE (map type {map_type})", BPF_MAP_CREATE, attr)
+
+
+def raw_tracepoint_open(prog_fd: int, name: str | None) -> int:
+    """BPF_RAW_TRACEPOINT_OPEN: `name` like "kfree_skb"; None attaches a fentry/fexit program
+    to the function it was loaded for (attach_btf_id). Returns the link fd."""
+    buf = ctypes.create_string_buffer(name.encode()) if name is not None else None
+    attr = RawTracepointOpenAttr(name=ctypes.addressof(buf) if buf is not None else 0, prog_fd=prog_fd)
+    what = f"BPF_RAW_TRACEPOINT_OPEN ({name or 'tracing program'})"
+    return _call(what, BPF_RAW_TRACEPOINT_OPEN, attr, {_errno.ENOENT: "no such tracepoint"})
+
+
+def link_create_tracing(prog_fd: int, attach_type: int = BPF_TRACE_FENTRY, cookie: int = 0) -> int:
+    """BPF_LINK_CREATE for a fentry/fexit program (target from its attach_btf_id).
+
+    Kernels before 6.0 answer EINVAL here: use raw_tracepoint_open(prog_fd, None) instead.
+    """
+    attr = LinkCreateAttr(prog_fd=prog_fd, attach_type=attach_type)
+    attr.tracing.cookie = cookie
+    return _call(f"BPF_LINK_CREATE (tracing, attach type {attach_type})", BPF_LINK_CREATE, attr)
+
+
+KPROBE_MULTI_MEANING = {
+    _errno.ESRCH: "a symbol is not traceable (not in available_filter_functions, inlined, "
+                  "notrace) or is listed twice",
+    _errno.EOPNOTSUPP: "kernel built without CONFIG_FPROBE (no kprobe-multi)",
+    _errno.EINVAL: "kprobe-multi unknown to this kernel, or the program was not loaded with "
+                   "expected_attach_type BPF_TRACE_KPROBE_MULTI, or bad flags/empty list",
+    _errno.E2BIG: "too many symbols for one link",
+    _errno.EPERM: "operation not permitted (needs root; or refused by lockdown/an LSM)",
+}
+
+
+def link_create_kprobe_multi(prog_fd: int, symbols: list[str], cookies: list[int] | None = None,
+                             retprobe: bool = False) -> int:
+    """BPF_LINK_CREATE with attach type BPF_TRACE_KPROBE_MULTI; returns the link fd."""
+    syms = [s.encode() if isinstance(s, str) else bytes(s) for s in symbols]
+    if cookies is not None and len(cookies) != len(syms):
+        raise ValueError("cookies must have one entry per symbol")
+    names = [ctypes.create_string_buffer(s) for s in syms]
+    sym_arr = (ctypes.c_uint64 * max(len(names), 1))(*[ctypes.addressof(n) for n in names])
+    attr = LinkCreateAttr(prog_fd=prog_fd, attach_type=BPF_TRACE_KPROBE_MULTI)
+    attr.kprobe_multi.flags = BPF_F_KPROBE_MULTI_RETURN if retprobe else 0
+    attr.kprobe_multi.cnt = len(names)
+    attr.kprobe_multi.syms = ctypes.addressof(sym_arr)
+    if cookies is not None:
+        cookie_arr = (ctypes.c_uint64 * max(len(cookies), 1))(*[c & (2**64 - 1) for c in cookies])
+        attr.kprobe_multi.cookies = ctypes.addressof(cookie_arr)
+    what = f"BPF_LINK_CREATE (kprobe-multi, {len(names)} symbol{'s' if len(names) != 1 else ''})"
+    return _call(what, BPF_LINK_CREATE, attr, KPROBE_MULTI_MEANING)
+
+
+# -- perf_event_open / kprobe PMU -------------------------------------------------------------------
+def kprobe_pmu_type() -> int | None:
+    """The dynamic PMU type of kprobes, or None when the kernel has no kprobe PMU."""
+    try:
+        with open(KPROBE_PMU_TYPE) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def perf_event_open(attr: PerfEventAttr, pid: int = -1, cpu: int = 0, group_fd: int = -1,
+                    flags: int = PERF_FLAG_FD_CLOEXEC, what: str = "perf_event_open",
+                    meaning: dict | None = None) -> int:
+    attr.size = ctypes.sizeof(attr)
+    ret = _syscall(ctypes.c_long(NR_PERF_EVENT_OPEN), ctypes.byref(attr), ctypes.c_int(pid),
+                   ctypes.c_int(cpu), ctypes.c_int(group_fd), ctypes.c_ulong(flags))
+    if ret < 0:
+        raise _fail(what, ctypes.get_errno(), meaning=meaning)
+    return ret
+
+
+def perf_kprobe_open(symbol: str, retprobe: bool = False, offset: int = 0) -> int:
+    """A kprobe on `symbol` through the kprobe PMU; returns the perf event fd."""
+    pmu = kprobe_pmu_type()
+    if pmu is None:
+        raise BPFError(_errno.ENOENT, f"kprobe PMU missing ({KPROBE_PMU_TYPE} absent: "
+                                      "kernel without CONFIG_KPROBES/CONFIG_KPROBE_EVENTS)")
+    name = ctypes.create_string_buffer(symbol.encode())
+    attr = PerfEventAttr(type=pmu, config=1 if retprobe else 0, sample_period=1, wakeup_events=1)
+    attr.config1 = ctypes.addressof(name)
+    attr.config2 = offset
+    return perf_event_open(attr, what=f"perf_event_open (kprobe {symbol})", meaning={
+        _errno.ENOENT: "no such function",
+        _errno.EINVAL: "function cannot be probed (blacklisted, notrace, or not a function start)",
+        _errno.EILSEQ: "offset is not at an instruction boundary",
+    })
+
+
+def perf_attach_bpf(event_fd: int, prog_fd: int) -> None:
+    """PERF_EVENT_IOC_SET_BPF + PERF_EVENT_IOC_ENABLE."""
+    for request, arg, what in ((PERF_EVENT_IOC_SET_BPF, prog_fd, "PERF_EVENT_IOC_SET_BPF"),
+                               (PERF_EVENT_IOC_ENABLE, 0, "PERF_EVENT_IOC_ENABLE")):
+        if _ioctl(event_fd, request, arg) < 0:
+            raise _fail(what, ctypes.get_errno(), meaning={
+                _errno.EINVAL: "program type does not fit this perf event",
+                _errno.EEXIST: "a program is already attached to this event",
+            })
+
+
+def close_all(*fds) -> None:
+    """Close file descriptors, ignoring None and errors (cleanup paths)."""
+    for fd in fds:
+        if fd is None or fd < 0:
+            continue
+        try:
+            os.close(fd)
+        except OSError:
+            pass
