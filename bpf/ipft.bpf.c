@@ -189,3 +189,12 @@ int tp_consume_skb(struct bpf_raw_tracepoint_args *ctx)
 #define IPFT_TP_SLOT(slot, argidx) \
     int tp_slot_##slot(struct bpf_raw_tracepoint_args *ctx) \
     { return ipft_hit(ctx, (void *)ctx->args[argidx], slot, KIND_TP, 0, 0); }
+
+/* fentry entries (BPF_PROG_TYPE_TRACING): ctx is the argument array. BCC compiles them like any
+ * function; ipft_web/backends/fentry.py loads their instructions once per traced function with
+ * that function's BTF id. kprobe-multi reuses the kprobe_skb_N entries. */
+#define IPFT_FENTRY(n) \
+    int fentry_skb_##n(u64 *ctx) \
+    { return ipft_hit(ctx, (void *)ctx[n - 1], bpf_get_func_ip(ctx), KIND_KPROBE, 0, 0); }
+IPFT_FENTRY(1) IPFT_FENTRY(2) IPFT_FENTRY(3) IPFT_FENTRY(4) IPFT_FENTRY(5) IPFT_FENTRY(6)
+int fentry_free(u64 *ctx) { return ipft_hit(ctx, (void *)ctx[0], bpf_get_func_ip(ctx), KIND_FREE, 0, 0); }
