@@ -104,9 +104,9 @@ class Tracer:
         self.state = "attaching"
         from .backends.tracepoint import TracepointBackend
         self.tp_backend = TracepointBackend(self.bpf, self.spec)
-        if backend == "kprobe":
-            from .backends.kprobe import KprobeBackend
-            self.backend = KprobeBackend(self.bpf)
+        if backend != "tracepoint":
+            from .backends import make
+            self.backend = make(backend, self.bpf, kernel)
             res = self.backend.attach(functions, self.on_progress)
             self.symbolize = Symbolizer(
                 (addr, name) for name in res.attached for addr in kernel.addresses(name))
@@ -143,8 +143,9 @@ class Tracer:
         """(kprobe catalog entries, tracepoint slot ids) the config selects."""
         cfg = self.config
         functions = []
-        if backend == "kprobe":
-            functions = [f for f in kernel.skb_functions() if f.pos <= 5 and cfg.matches(f.name)]
+        if backend != "tracepoint":
+            max_pos = 6 if backend == "fentry" else 5
+            functions = [f for f in kernel.skb_functions() if f.pos <= max_pos and cfg.matches(f.name)]
             names = {f.name for f in functions}
             free = kernel.function("kfree_skbmem")
             if free is not None and "kfree_skbmem" not in names:

@@ -10,7 +10,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 
-IMPLEMENTED = ("kprobe", "tracepoint")
+IMPLEMENTED = ("kprobe-multi", "fentry", "kprobe", "tracepoint")
 
 
 @dataclass
@@ -48,3 +48,17 @@ def close_fds(fd_table: dict) -> None:
             except OSError:
                 pass
         del fd_table[key]
+
+
+def make(name: str, bpf, kernel):
+    """The backend object for `name` (one of IMPLEMENTED) over a compiled program."""
+    if name == "kprobe":
+        from .kprobe import KprobeBackend
+        return KprobeBackend(bpf)
+    if name == "kprobe-multi":
+        from .kprobe_multi import KprobeMultiBackend
+        return KprobeMultiBackend(bpf)
+    if name == "fentry":
+        from .fentry import FentryBackend
+        return FentryBackend(bpf, kernel.btf_target)
+    raise ValueError(f"no function backend {name!r}")

@@ -75,6 +75,14 @@ class KernelView:
     def symbol(self, addr: int) -> str | None:
         return self.syms.symbolize(addr)
 
+    def btf_target(self, name: str):
+        """(BTF type id of the function, BTF object fd) for fentry; None for module functions."""
+        entry = self.function(name)
+        if entry is None or entry.module:
+            return None
+        type_id = self.typedb.func_id(name)
+        return (type_id, 0) if type_id else None
+
     # -- drop reasons --------------------------------------------------------------------
     def drop_reason(self, value: int) -> str:
         if self._reasons is None:

@@ -1,0 +1,64 @@
+"""fentry backend: one BPF_PROG_TYPE_TRACING program per function, loaded with that function's BTF id.
+
+The program text is the fentry_skb_N entry BCC compiled (map fds already in its instructions);
+the verifier checks it once per target, and refuses some (too many arguments, struct arguments,
+unsupported return types): those are counted, never fatal.
+"""
+from __future__ import annotations
+
+import os
+
+from ..kernel.sysbpf import BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY, BPFError, link_create_tracing, prog_load
+from . import AttachResult
+from .kprobe import FREE_FUNC
+
+MAX_POS = 6
+
+
+class FentryBackend:
+    name = "fentry"
+    kind = "fentry"
+
+    def __init__(self, bpf, btf_id_of):
+        """`btf_id_of(name)` -> (btf type id, module BTF object fd or 0) or None."""
+        self.bpf = bpf
+        self.btf_id_of = btf_id_of
+        self.fds: list[int] = []
+
+    def attach(self, functions, progress=None) -> AttachResult:
+        result = AttachResult()
+        insns = {}
+        total = len(functions)
+        for i, fn in enumerate(functions, 1):
+            prog = "fentry_free" if fn.name == FREE_FUNC else f"fentry_skb_{fn.pos}"
+            if fn.pos > MAX_POS:
+                result.failed[fn.name] = f"skb is argument {fn.pos}; fentry entries go up to {MAX_POS}"
+                continue
+            target = self.btf_id_of(fn.name)
+            if target is None:
+                result.failed[fn.name] = "no BTF id for this function"
+                continue
+            if prog not in insns:
+                insns[prog] = self.bpf.dump_func(prog)
+            prog_fd = -1
+            try:
+                prog_fd = prog_load(BPF_PROG_TYPE_TRACING, insns[prog], expected_attach_type=BPF_TRACE_FENTRY,
+                                    attach_btf_id=target[0], attach_btf_obj_fd=target[1], name=prog[:15])
+                link = link_create_tracing(prog_fd, BPF_TRACE_FENTRY)
+                self.fds.extend((link, prog_fd))
+                result.attached.append(fn.name)
+            except BPFError as exc:
+                if prog_fd >= 0:
+                    os.close(prog_fd)
+                result.failed[fn.name] = str(exc).splitlines()[0]
+            if progress and (i % 25 == 0 or i == total):
+                progress("attaching", i, total)
+        return result
+
+    def detach(self) -> None:
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds.clear()
