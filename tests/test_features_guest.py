@@ -39,9 +39,10 @@ def test_kprobe_everywhere_in_guests():
 
 
 @pytest.mark.skipif(not ON_61, reason="6.1 expectations")
-def test_61_has_no_kprobe_multi():
+def test_61_has_fentry_and_kprobe_but_no_kprobe_multi():
     assert not features.have_kprobe_multi()
-    assert "EOPNOTSUPP" in features.probe_all()["kprobe_multi"]["why"]
+    assert "EOPNOTSUPP" in features.probe_all()["kprobe_multi"]["why"]   # Debian 6.1: no CONFIG_FPROBE
+    assert features.available_backends() == ["fentry", "kprobe", "tracepoint"]
 
 
 @pytest.mark.skipif(not ON_612, reason="6.12 expectations")
@@ -90,9 +91,9 @@ def test_bcc_program_on_three_symbols_with_cookies():
     if not features.have_kprobe_multi():
         pytest.skip("no kprobe-multi on " + RELEASE)
     from bcc import BPF
-    bpf = BPF(text=BCC_PROGRAM)
+    bpf = BPF(text=BCC_PROGRAM.encode())
     try:
-        fn = bpf.load_func("on_func", BPF.KPROBE, attach_type=kprobe_multi.BPF_TRACE_KPROBE_MULTI)
+        fn = bpf.load_func(b"on_func", BPF.KPROBE, attach_type=kprobe_multi.BPF_TRACE_KPROBE_MULTI)
         cookies = [101, 102, 103]
         link = kprobe_multi.attach_kprobe_multi(fn.fd, SYMBOLS, cookies)
         try:
@@ -100,7 +101,7 @@ def test_bcc_program_on_three_symbols_with_cookies():
                 send_udp_over_loopback()
         finally:
             os.close(link)
-        counts = {k.value: v.value for k, v in bpf["hits"].items()}
+        counts = {k.value: v.value for k, v in bpf[b"hits"].items()}
         assert all(counts.get(c, 0) >= 3 for c in cookies), counts
     finally:
         bpf.cleanup()
