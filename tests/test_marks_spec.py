@@ -93,43 +93,43 @@ def test_netns_must_exist(tmp_path):
 
 def test_render_iptables_exact():
     s = spec(direction="tx", rate="5", mask="0xffff0000", mark="0xbeef0000")
-    cmds = render.render(s, "0123abcd-42", "iptables")
+    cmds = render.render(s, "0123abcd-42-777", "iptables")
     assert [c.text for c in cmds] == [
         "iptables -t raw -A OUTPUT -p icmp -d 127.0.0.2 -m limit --limit 5/second -m comment --comment "
-        "ipft-web:0123abcd-42 -j MARK --set-xmark 0xbeef0000/0xffff0000"]
+        "ipft-web:0123abcd-42-777 -j MARK --set-xmark 0xbeef0000/0xffff0000"]
     s6 = spec(dst="2001:db8::/64", proto="tcp", sport="1000-2000", dport=443, iif="veth0", netns=...)
-    texts = [c.text for c in render.render(s6, "0123abcd-42", "iptables")]
+    texts = [c.text for c in render.render(s6, "0123abcd-42-777", "iptables")]
     assert texts == ["ip6tables -t raw -A PREROUTING -p tcp -d 2001:db8::/64 -i veth0 --sport 1000:2000 "
-                     "--dport 443 -m comment --comment ipft-web:0123abcd-42 -j MARK --set-xmark "
+                     "--dport 443 -m comment --comment ipft-web:0123abcd-42-777 -j MARK --set-xmark "
                      "0xdeadbeef/0xffffffff"]
 
 
 def test_render_iptables_both_families_and_hooks():
     s = spec(proto="udp", dst=None, dport="53")
-    cmds = render.render(s, "0123abcd-42", "iptables")
+    cmds = render.render(s, "0123abcd-42-777", "iptables")
     assert [(c.tool, c.argv[4]) for c in cmds] == [("iptables", "PREROUTING"), ("iptables", "OUTPUT"),
                                                   ("ip6tables", "PREROUTING"), ("ip6tables", "OUTPUT")]
 
 
 def test_render_nft_exact():
     s = spec(direction="tx", mask="0xff", mark="0x12345678", rate="10/minute")
-    texts = [c.text for c in render.render(s, "0123abcd-42", "nft")]
+    texts = [c.text for c in render.render(s, "0123abcd-42-777", "nft")]
     assert texts == [
         "nft add table inet ipft_web",
         "nft add chain inet ipft_web output '{ type filter hook output priority raw; policy accept; }'",
         "nft add rule inet ipft_web output meta nfproto ipv4 ip daddr 127.0.0.2 meta l4proto icmp "
         "limit rate 10/minute meta mark set meta mark and 0xffffff00 or 0x00000078 "
-        "comment '\"ipft-web:0123abcd-42\"'"]
-    both = render.render(spec(proto="tcp", dst=None, dport="80-90", direction="rx"), "0123abcd-42", "nft")
+        "comment '\"ipft-web:0123abcd-42-777\"'"]
+    both = render.render(spec(proto="tcp", dst=None, dport="80-90", direction="rx"), "0123abcd-42-777", "nft")
     assert both[-1].text.endswith("meta l4proto tcp tcp dport 80-90 meta mark set 0xdeadbeef "
-                                  "comment '\"ipft-web:0123abcd-42\"'")
+                                  "comment '\"ipft-web:0123abcd-42-777\"'")
     assert "nfproto" not in both[-1].text
 
 
 def test_render_netns_prefix(tmp_path):
     (tmp_path / "blue").write_text("")
     s = parse_spec(dict(BASE, netns="blue"), netns_dir=str(tmp_path))
-    for c in render.render(s, "0123abcd-42", "nft"):
+    for c in render.render(s, "0123abcd-42-777", "nft"):
         assert c.argv[:4] == ("ip", "netns", "exec", "blue")
 
 

@@ -19,7 +19,7 @@ from . import runner
 from .spec import MarkSpec
 
 TAG_PREFIX = "ipft-web:"
-ID_RE = re.compile(r"[0-9a-f]{8}-[0-9]{1,10}")
+ID_RE = re.compile(r"[0-9a-f]{8}-[0-9]{1,10}-[0-9]{1,20}")   # random-ownerpid-ownerstarttime
 TAG_RE = re.compile(re.escape(TAG_PREFIX) + r"(" + ID_RE.pattern + r")")
 NFT_TABLE = ("inet", "ipft_web")
 NFT_CHAINS = {"PREROUTING": "prerouting", "OUTPUT": "output"}
