@@ -1,0 +1,428 @@
+"""A pure-Python BTF reader: /sys/kernel/btf/vmlinux and module split BTF.
+
+One pass over the type section records where each type starts (the whole vmlinux BTF is
+read as an array of 32-bit words); members, params and enumerators are decoded only when
+asked for. Split BTF (modules) continues the base's type ids and string offsets.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import sys
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import EnvError
+from .typedb import MultiTypeDB, TypeGraph
+
+log = logging.getLogger(__name__)
+
+BTF_MAGIC = 0xEB9F
+SYS_BTF = Path("/sys/kernel/btf")
+
+KIND_NAMES = ("unkn", "int", "ptr", "array", "struct", "union", "enum", "fwd", "typedef", "volatile",
+              "const", "restrict", "func", "func_proto", "var", "datasec", "float", "decl_tag",
+              "type_tag", "enum64")
+K_INT, K_PTR, K_ARRAY, K_STRUCT, K_UNION, K_ENUM, K_FWD, K_TYPEDEF, K_VOLATILE, K_CONST, \
+    K_RESTRICT, K_FUNC, K_FUNC_PROTO, K_VAR, K_DATASEC, K_FLOAT, K_DECL_TAG, K_TYPE_TAG, K_ENUM64 = range(1, 20)
+# Words after the 3-word header: fixed part, and per vlen item.
+_FIXED = (0, 1, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 0)
+_PER_ITEM = (0, 0, 0, 0, 3, 3, 2, 0, 0, 0, 0, 0, 0, 2, 0, 3, 0, 0, 0, 3)
+_GROUPS = {"struct": (K_STRUCT, K_UNION, K_FWD), "enum": (K_ENUM, K_ENUM64), "typedef": (K_TYPEDEF,),
+           "func": (K_FUNC,)}
+_SKIP = frozenset((K_TYPEDEF, K_VOLATILE, K_CONST, K_RESTRICT, K_TYPE_TAG))
+INT_SIGNED, INT_CHAR, INT_BOOL = 1, 2, 4
+
+
+class BtfError(EnvError):
+    """Malformed or unreadable BTF."""
+
+
+@dataclass
+class BtfType:
+    """One decoded type record (for inspection and tests; the TypeDB questions don't need it)."""
+
+    id: int
+    kind: str                 # "INT", "STRUCT", ... (bpftool's spelling)
+    name: str
+    kind_flag: int
+    vlen: int
+    size: int = 0             # INT STRUCT UNION ENUM ENUM64 DATASEC FLOAT
+    type: int = 0             # PTR TYPEDEF qualifiers FUNC FUNC_PROTO(return) VAR DECL_TAG TYPE_TAG
+    int_encoding: int = 0
+    int_offset: int = 0
+    int_bits: int = 0
+    array: tuple = ()         # (elem type, index type, nelems)
+    members: list = field(default_factory=list)   # (name, type, bit_offset, bitfield_size)
+    values: list = field(default_factory=list)    # (name, value)
+    params: list = field(default_factory=list)    # (name, type)
+    linkage: int = 0          # FUNC (vlen) and VAR
+    component_idx: int = 0    # DECL_TAG
+    secinfo: list = field(default_factory=list)   # DATASEC (type, offset, size)
+
+
+class Btf(TypeGraph):
+    """One BTF blob, optionally split on top of `base` (module BTF)."""
+
+    def __init__(self, data: bytes, base: "Btf | None" = None, module: str | None = None, origin: str = "BTF"):
+        self.origin = origin
+        self.module = module
+        self.base = base
+        try:
+            self._parse(data)
+        except (struct.error, IndexError, ValueError, OverflowError) as exc:
+            raise BtfError(f"{origin}: malformed BTF ({exc})") from None
+
+    # -- parsing -------------------------------------------------------------------------------
+    def _parse(self, data: bytes) -> None:
+        origin = self.origin
+        if len(data) < 24:
+            raise BtfError(f"{origin}: not BTF (too short)")
+        magic = struct.unpack_from("<H", data)[0]
+        if magic == BTF_MAGIC:
+            endian = "<"
+        elif magic == 0x9FEB:
+            endian = ">"
+        else:
+            raise BtfError(f"{origin}: not BTF (bad magic 0x{magic:04x})")
+        _m, version, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(endian + "HBBIIIII", data)
+        if version != 1:
+            raise BtfError(f"{origin}: unsupported BTF version {version}")
+        if hdr_len < 24 or type_len % 4 or type_off % 4:
+            raise BtfError(f"{origin}: malformed BTF header")
+        t0, s0 = hdr_len + type_off, hdr_len + str_off
+        if t0 + type_len > len(data) or s0 + str_len > len(data):
+            raise BtfError(f"{origin}: truncated BTF ({len(data)} bytes, header wants more)")
+        words = array("I")
+        if words.itemsize != 4:  # pragma: no cover (every platform we run on)
+            raise BtfError("array('I') is not 32-bit here")
+        words.frombytes(data[t0:t0 + type_len])
+        if (endian == "<") != (sys.byteorder == "little"):
+            words.byteswap()
+        self.words = words
+        self.strings = bytes(data[s0:s0 + str_len])
+        if self.base is None:
+            if self.strings[:1] not in (b"\0",) and str_len:
+                raise BtfError(f"{origin}: malformed BTF (string section must start with NUL)")
+            self.start_id = 1
+            self.str_base = 0
+        else:
+            self.start_id = self.base.next_id
+            self.str_base = self.base.str_base + len(self.base.strings)
+        # One pass: where each type starts and its kind.
+        offs = array("I")
+        kinds = bytearray()
+        add_off, add_kind = offs.append, kinds.append
+        fixed, per = _FIXED, _PER_ITEM
+        i, n = 0, len(words)
+        while i < n:
+            info = words[i + 1]
+            kind = (info >> 24) & 0x1F
+            if kind > 19 or kind == 0:
+                raise BtfError(f"{origin}: unknown BTF kind {kind} at type {self.start_id + len(offs)}")
+            add_off(i)
+            add_kind(kind)
+            i += 3 + fixed[kind] + per[kind] * (info & 0xFFFF)
+        if i != n:
+            raise BtfError(f"{origin}: truncated BTF type section")
+        self.offs = offs
+        self.kinds = bytes(kinds)
+        self.next_id = self.start_id + len(offs)
+        self._index: dict[str, dict[str, list[int]]] = {}
+
+    # -- low level -----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Number of types, counting void (id 0) for a base BTF (bpftool's last id + 1)."""
+        return self.next_id
+
+    def _str(self, off: int) -> str:
+        if off < self.str_base:
+            return self.base._str(off)
+        off -= self.str_base
+        s = self.strings
+        end = s.find(b"\0", off)
+        if end < 0 or off >= len(s):
+            raise BtfError(f"{self.origin}: string offset {off + self.str_base} out of range")
+        return s[off:end].decode("utf-8", "replace")
+
+    def _kcode(self, tid: int) -> int:
+        if tid >= self.start_id:
+            try:
+                return self.kinds[tid - self.start_id]
+            except IndexError:
+                raise BtfError(f"{self.origin}: type id {tid} out of range") from None
+        if self.base is not None:
+            return self.base._kcode(tid)
+        return 0  # void
+
+    def _at(self, tid: int) -> tuple["Btf", int]:
+        """(owning Btf, word index of the type's header)."""
+        btf = self
+        while tid < btf.start_id:
+            btf = btf.base
+            if btf is None:
+                raise BtfError(f"{self.origin}: type id {tid} has no record")
+        try:
+            return btf, btf.offs[tid - btf.start_id]
+        except IndexError:
+            raise BtfError(f"{self.origin}: type id {tid} out of range") from None
+
+    # -- TypeGraph record accessors ---------------------------------------------------------------
+    def _kind(self, tid: int) -> str:
+        code = self._kcode(tid)
+        if code == K_ENUM64:
+            return "enum"
+        return KIND_NAMES[code] if code else "void"
+
+    def _name(self, tid: int) -> str:
+        if tid == 0:
+            return ""
+        btf, i = self._at(tid)
+        return btf._str(btf.words[i])
+
+    def _ref(self, tid: int) -> int:
+        btf, i = self._at(tid)
+        return btf.words[i + 2]
+
+    def _size(self, tid: int) -> int:
+        if tid == 0:
+            return 0
+        btf, i = self._at(tid)
+        return btf.words[i + 2]
+
+    def _vlen(self, btf: "Btf", i: int) -> int:
+        return btf.words[i + 1] & 0xFFFF
+
+    def _members(self, tid: int) -> list:
+        btf, i = self._at(tid)
+        w = btf.words
+        info = w[i + 1]
+        if (info >> 24) & 0x1F not in (K_STRUCT, K_UNION):
+            return []
+        bitfields = info >> 31
+        out = []
+        j = i + 3
+        for _ in range(info & 0xFFFF):
+            off = w[j + 2]
+            if bitfields:
+                out.append((btf._str(w[j]), w[j + 1], off & 0xFFFFFF, off >> 24))
+            else:
+                out.append((btf._str(w[j]), w[j + 1], off, 0))
+            j += 3
+        return out
+
+    def _params(self, tid: int) -> list:
+        btf, i = self._at(tid)
+        w = btf.words
+        j = i + 3
+        return [(btf._str(w[j + 2 * k]), w[j + 2 * k + 1]) for k in range(w[i + 1] & 0xFFFF)]
+
+    def _enum_values(self, tid: int) -> list:
+        btf, i = self._at(tid)
+        w = btf.words
+        info = w[i + 1]
+        kind, vlen, signed = (info >> 24) & 0x1F, info & 0xFFFF, info >> 31
+        out = []
+        j = i + 3
+        if kind == K_ENUM:
+            for _ in range(vlen):
+                v = w[j + 1]
+                if signed and v & 0x80000000:
+                    v -= 1 << 32
+                out.append((btf._str(w[j]), v))
+                j += 2
+        elif kind == K_ENUM64:
+            for _ in range(vlen):
+                v = w[j + 1] | (w[j + 2] << 32)
+                if signed and v & (1 << 63):
+                    v -= 1 << 64
+                out.append((btf._str(w[j]), v))
+                j += 3
+        return out
+
+    def _array(self, tid: int) -> tuple[int, int]:
+        btf, i = self._at(tid)
+        return btf.words[i + 3], btf.words[i + 5]
+
+    def _fwd_union(self, tid: int) -> bool:
+        btf, i = self._at(tid)
+        return bool(btf.words[i + 1] >> 31)
+
+    def _pointer_size(self) -> int:
+        return 8
+
+    def _group(self, group: str) -> dict[str, list[int]]:
+        index = self._index.get(group)
+        if index is None:
+            index = {}
+            w, offs, s, start = self.words, self.offs, self.strings, self.start_id
+            own = self.str_base
+            for code in _GROUPS[group]:
+                kinds = self.kinds
+                pos = kinds.find(code)
+                while pos >= 0:
+                    name_off = w[offs[pos]]
+                    if name_off:
+                        off = name_off - own
+                        if 0 <= off < len(s):
+                            name = s[off:s.find(b"\0", off)].decode("utf-8", "replace")
+                        else:
+                            name = self._str(name_off)
+                        index.setdefault(name, []).append(start + pos)
+                    pos = kinds.find(code, pos + 1)
+            for ids in index.values():
+                ids.sort()
+            self._index[group] = index
+        return index
+
+    def _lookup(self, group: str, name: str) -> list[int]:
+        ids = self._group(group).get(name, [])
+        if self.base is not None:
+            ids = ids + self.base._lookup(group, name)
+        return ids
+
+    def _names(self, group: str):
+        return self._group(group).keys()
+
+    def _func_ids(self):
+        kinds = self.kinds
+        pos = kinds.find(K_FUNC)
+        while pos >= 0:
+            yield self.start_id + pos
+            pos = kinds.find(K_FUNC, pos + 1)
+
+    # -- fast path for the catalog -------------------------------------------------------------
+    def functions_with_struct_ptr(self, struct_name: str):
+        """(function, module, 1-based position of the first `struct <struct_name> *` param)."""
+        w, offs, kinds, start = self.words, self.offs, self.kinds, self.start_id
+        memo: dict[int, bool] = {0: False}
+        ptr_target = self.struct_ptr_target
+        own = self.str_base
+        s = self.strings
+        pos = kinds.find(K_FUNC)
+        while pos >= 0:
+            i = offs[pos]
+            proto = w[i + 2]
+            if proto >= start:
+                if kinds[proto - start] != K_FUNC_PROTO:
+                    pos = kinds.find(K_FUNC, pos + 1)
+                    continue
+                pw, p = w, offs[proto - start]
+            else:
+                btf, p = self._at(proto)
+                if btf.kinds[proto - btf.start_id] != K_FUNC_PROTO:
+                    pos = kinds.find(K_FUNC, pos + 1)
+                    continue
+                pw = btf.words
+            vlen = pw[p + 1] & 0xFFFF
+            for k in range(vlen):
+                t = pw[p + 4 + 2 * k]
+                hit = memo.get(t)
+                if hit is None:
+                    hit = memo[t] = ptr_target(t) == struct_name
+                if hit:
+                    off = w[i] - own
+                    name = s[off:s.find(b"\0", off)].decode() if off >= 0 else self._str(w[i])
+                    yield name, self.module, k + 1
+                    break
+            pos = kinds.find(K_FUNC, pos + 1)
+
+    # -- inspection ----------------------------------------------------------------------------
+    def type(self, tid: int) -> BtfType:
+        """The decoded record of type `tid` (own or base)."""
+        btf, i = self._at(tid)
+        w = btf.words
+        info = w[i + 1]
+        code, vlen, kflag = (info >> 24) & 0x1F, info & 0xFFFF, info >> 31
+        t = BtfType(id=tid, kind=KIND_NAMES[code].upper(), name=btf._str(w[i]), kind_flag=kflag, vlen=vlen)
+        j = i + 3
+        if code in (K_INT, K_STRUCT, K_UNION, K_ENUM, K_ENUM64, K_DATASEC, K_FLOAT):
+            t.size = w[i + 2]
+        else:
+            t.type = w[i + 2]
+        if code == K_INT:
+            v = w[j]
+            t.int_encoding, t.int_offset, t.int_bits = (v >> 24) & 0xF, (v >> 16) & 0xFF, v & 0xFF
+        elif code == K_ARRAY:
+            t.array = (w[j], w[j + 1], w[j + 2])
+        elif code in (K_STRUCT, K_UNION):
+            t.members = self._members(tid)
+        elif code in (K_ENUM, K_ENUM64):
+            t.values = self._enum_values(tid)
+        elif code == K_FUNC_PROTO:
+            t.params = self._params(tid)
+        elif code == K_FUNC:
+            t.linkage = vlen
+        elif code == K_VAR:
+            t.linkage = w[j]
+        elif code == K_DATASEC:
+            t.secinfo = [(w[j + 3 * k], w[j + 3 * k + 1], w[j + 3 * k + 2]) for k in range(vlen)]
+        elif code == K_DECL_TAG:
+            v = w[j]
+            t.component_idx = v - (1 << 32) if v & 0x80000000 else v
+        return t
+
+    def own_ids(self) -> range:
+        return range(self.start_id, self.next_id)
+
+
+def _btf_section(data: bytes, origin: str) -> bytes:
+    """The .BTF section of an ELF file."""
+    import io
+
+    try:
+        from elftools.elf.elffile import ELFFile
+        from elftools.common.exceptions import ELFError
+    except ImportError:
+        raise EnvError("pyelftools is missing: pip install pyelftools") from None
+    try:
+        section = ELFFile(io.BytesIO(data)).get_section_by_name(".BTF")
+    except (ELFError, ValueError, struct.error) as exc:
+        raise BtfError(f"{origin}: not a readable ELF file ({exc})") from None
+    if section is None:
+        raise BtfError(f"{origin}: ELF file has no .BTF section")
+    return section.data()
+
+
+def read_btf(path: str | os.PathLike, base: Btf | None = None, module: str | None = None) -> Btf:
+    """A BTF blob from a raw BTF file or the .BTF section of an ELF file (vmlinux, *.ko)."""
+    origin = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise BtfError(f"cannot read {origin}: {exc.strerror or exc}") from None
+    if data[:4] == b"\x7fELF":
+        data = _btf_section(data, origin)
+    return Btf(data, base=base, module=module, origin=origin)
+
+
+class KernelBtf(MultiTypeDB):
+    """vmlinux BTF plus loaded modules' split BTF."""
+
+    def __init__(self, vmlinux: Btf, modules: dict[str, Btf] | None = None):
+        super().__init__(vmlinux, modules)
+        self.vmlinux = vmlinux
+
+
+def load_kernel_btf(modules: bool = True, root: str | os.PathLike = SYS_BTF) -> KernelBtf:
+    """TypeDB over /sys/kernel/btf/vmlinux and (with modules=True) every module's split BTF."""
+    root = Path(root)
+    vmlinux_path = root / "vmlinux"
+    if not vmlinux_path.exists():
+        raise EnvError(f"no BTF at {vmlinux_path} (kernel built without CONFIG_DEBUG_INFO_BTF): "
+                       "pass --vmlinux PATH to a vmlinux with debug info")
+    vmlinux = read_btf(vmlinux_path)
+    mods: dict[str, Btf] = {}
+    if modules:
+        try:
+            names = sorted(p.name for p in root.iterdir() if p.name != "vmlinux")
+        except OSError:
+            names = []
+        for name in names:
+            try:
+                mods[name] = read_btf(root / name, base=vmlinux, module=name)
+            except EnvError as exc:  # a module may unload while we read, or be built elsewhere
+                log.warning("skipping BTF of module %s: %s", name, exc)
+    return KernelBtf(vmlinux, mods)
