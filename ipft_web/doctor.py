@@ -173,9 +173,10 @@ def check_headers(host: Host) -> tuple[str, str]:
     if own is not None:
         return OK, f"kernel headers for {host.release} ({own})"
     if others:
-        names = ", ".join(str(Path("/") / o.relative_to(host.root)) for o in others[:3])
-        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
-        return OK, (f"no headers for {host.release}, using another tree ({names}{more}): fine, "
+        shown = [o for o in others if not o.name.endswith("-common")] or others
+        names = ", ".join(str(Path("/") / o.relative_to(host.root)) for o in shown[:2])
+        more = ", ..." if len(shown) > 2 else ""
+        return OK, (f"no headers for {host.release}; another kernel's tree will do ({names}{more}): "
                     "struct offsets come from BTF")
     if host.p("/sys/kernel/kheaders.tar.xz").is_file():
         return OK, "kernel headers from /sys/kernel/kheaders.tar.xz (CONFIG_IKHEADERS)"
