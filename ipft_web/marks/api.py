@@ -14,6 +14,7 @@ leftovers, a list of netns names (None in it: this namespace); default this one 
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 
@@ -67,15 +68,36 @@ def _defaults(session):
     return mark, (U32 if mask is None else mask)
 
 
+def _no_duplicates(pairs):
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise UsageError(f"field {str(key)!r:.40} is given twice")
+        out[key] = value
+    return out
+
+
 def _body() -> dict:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise UsageError(f"request body is larger than {MAX_BODY} bytes")
+    """The JSON object of the request: at most MAX_BODY bytes, UTF-8, no duplicate keys."""
     if not request.is_json:
         raise UsageError("send the rule as JSON (Content-Type: application/json)")
-    data = request.get_json(silent=True)
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise UsageError(f"request body is larger than {MAX_BODY} bytes")
+    raw = request.stream.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise UsageError(f"request body is larger than {MAX_BODY} bytes")
+    try:
+        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates,
+                          parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise UsageError("the request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise UsageError("the request body must be a JSON object")
     return data
+
+
+def _refuse_constant(name):
+    raise ValueError(name)   # NaN, Infinity
 
 
 def _parse(data: dict):
