@@ -31,6 +31,7 @@ class Host:
     machine: str = field(default_factory=platform.machine)
     euid: int = field(default_factory=os.geteuid)
     prefix: str = sys.prefix
+    env: dict = field(default_factory=lambda: dict(os.environ))
     in_venv: bool = sys.prefix != sys.base_prefix
 
     def p(self, path: str) -> Path:
@@ -149,37 +150,29 @@ def check_kprobes(host: Host) -> tuple[str, str]:
 
 
 def find_header_trees(host: Host) -> tuple[Path | None, list[Path]]:
-    """(running kernel's own tree or None, other trees under /usr/src)."""
+    """(running kernel's own tree or None, other usable trees best first), as the tracer picks them
+    (ipft_web.kernel.headers), without building anything."""
+    from .kernel import headers
+
     own = host.p(f"/lib/modules/{host.release}/build")
-    own_ok = own if (own / "include").is_dir() or (own / "Makefile").is_file() else None
-    others = []
-    src = host.p("/usr/src")
-    try:
-        entries = sorted(src.iterdir())
-    except OSError:
-        entries = []
-    for d in entries:
-        if not d.is_dir():
-            continue
-        if d.name == "kernels":  # Fedora/RHEL: /usr/src/kernels/<release>
-            others.extend(k for k in sorted(d.iterdir()) if (k / "include").is_dir())
-        elif d.name.startswith("linux") and (d / "include").is_dir():
-            others.append(d)
-    return own_ok, others
+    src_dirs = tuple(str(host.p(d)) for d in headers.SRC_DIRS)
+    others = [build for _release, build, _source in headers.ranked_trees(host.release, src_dirs)]
+    return (own if own.is_dir() else None), others
 
 
 def check_headers(host: Host) -> tuple[str, str]:
+    preset = host.env.get("BCC_KERNEL_SOURCE")
+    if preset:
+        if host.p(preset).is_dir():
+            return OK, f"kernel headers from BCC_KERNEL_SOURCE={preset}"
+        return ERROR, f"BCC_KERNEL_SOURCE={preset} is not a directory: unset it or fix it"
     own, others = find_header_trees(host)
     if own is not None:
-        return OK, f"kernel headers for {host.release} ({own})"
+        return OK, f"kernel headers for {host.release} (/lib/modules/{host.release}/build)"
     if others:
-        shown = [o for o in others if not o.name.endswith("-common")] or others
-        names = ", ".join(str(Path("/") / o.relative_to(host.root)) for o in shown[:2])
-        more = ", ..." if len(shown) > 2 else ""
-        return OK, (f"no headers for {host.release}; another kernel's tree will do ({names}{more}): "
+        best = Path("/") / others[0].relative_to(host.root)
+        return OK, (f"no headers for {host.release}; another kernel's tree will do ({best}): "
                     "struct offsets come from BTF")
-    if host.p("/sys/kernel/kheaders.tar.xz").is_file():
-        return OK, "kernel headers from /sys/kernel/kheaders.tar.xz (CONFIG_IKHEADERS)"
     return ERROR, (f"no kernel headers in /lib/modules/{host.release}/build nor under /usr/src (BCC cannot "
                    f"compile without a header tree; any version will do): {headers_install_line(host)}")
 

@@ -1,4 +1,5 @@
 """ipft_web.doctor against fake root file systems (and once against this machine)."""
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -45,12 +46,28 @@ def good_machine(root: Path, os_release=DEBIAN, release="6.1.0-26-amd64") -> Fak
     write(root, "/sys/kernel/btf/vmlinux", "BTF")
     (root / "sys/bus/event_source/devices/kprobe").mkdir(parents=True)
     (root / f"lib/modules/{release}/build/include").mkdir(parents=True)
+    write(root, f"/lib/modules/{release}/build/Makefile")
     write(root, "/sys/kernel/tracing/available_filter_functions", "ip_rcv\n")
     write(root, "/proc/self/status", ALL_CAPS)
     write(root, "/proc/kallsyms", "ffffffff81000000 T _stext\n")
     write(root, "/proc/filesystems", "nodev\ttracefs\n")
     return FakeHost(root=root, release=release, machine="x86_64", euid=0, prefix="/opt/ipft-web/venv",
-                    in_venv=True)
+                    in_venv=True, env={})
+
+
+def no_own_headers(root: Path, release="6.1.0-26-amd64"):
+    shutil.rmtree(root / f"lib/modules/{release}/build")
+
+
+def debian_tree(root: Path, version: str):
+    """A split Debian header tree: flavour half (Makefile, generated) + -common half."""
+    flavour = root / f"usr/src/linux-headers-{version}-amd64"
+    common = root / f"usr/src/linux-headers-{version}-common"
+    (flavour / "include/generated").mkdir(parents=True)
+    (common / "include/linux").mkdir(parents=True)
+    write(root, str(flavour / "Makefile").removeprefix(str(root)), f"include {common}/Makefile\n")
+    write(root, str(common / "Makefile").removeprefix(str(root)), "# kernel\n")
+    return flavour
 
 
 def levels(results):
@@ -142,20 +159,39 @@ def test_no_kprobes_means_tracepoint_backend(tmp_path):
 
 def test_other_kernels_headers_are_fine(tmp_path):
     host = good_machine(tmp_path)
-    (tmp_path / "lib/modules/6.1.0-26-amd64/build/include").rmdir()
-    (tmp_path / "usr/src/linux-headers-6.12.9-amd64/include").mkdir(parents=True)
-    (tmp_path / "usr/src/linux-kbuild-6.12").mkdir(parents=True)  # no include/: not a tree
+    no_own_headers(tmp_path)
+    debian_tree(tmp_path, "6.1.0-56")
+    debian_tree(tmp_path, "6.12.9")
+    (tmp_path / "usr/src/linux-kbuild-6.12").mkdir(parents=True)  # not a tree
     level, msg = doctor.check_headers(host)
-    assert level == OK and "/usr/src/linux-headers-6.12.9-amd64" in msg and "BTF" in msg
-    assert "kbuild" not in msg
+    assert level == OK and "BTF" in msg
+    assert "/usr/src/linux-headers-6.1.0-56-amd64" in msg  # the nearest version to 6.1.0-26, as the tracer picks
+
+
+def test_a_common_half_alone_is_not_a_tree(tmp_path):
+    host = good_machine(tmp_path)
+    no_own_headers(tmp_path)
+    (tmp_path / "usr/src/linux-headers-6.1.0-56-common/include/linux").mkdir(parents=True)
+    assert doctor.check_headers(host)[0] == ERROR
 
 
 def test_fedora_header_trees(tmp_path):
     host = good_machine(tmp_path, FEDORA)
-    (tmp_path / "lib/modules/6.1.0-26-amd64/build/include").rmdir()
-    (tmp_path / "usr/src/kernels/6.8.5-301.fc40.x86_64/include").mkdir(parents=True)
+    no_own_headers(tmp_path)
+    tree = tmp_path / "usr/src/kernels/6.8.5-301.fc40.x86_64"
+    (tree / "include/generated").mkdir(parents=True)
+    write(tmp_path, "/usr/src/kernels/6.8.5-301.fc40.x86_64/Makefile")
     level, msg = doctor.check_headers(host)
     assert level == OK and "6.8.5-301.fc40" in msg
+
+
+def test_bcc_kernel_source_preset(tmp_path):
+    host = good_machine(tmp_path)
+    host.env = {"BCC_KERNEL_SOURCE": "/opt/headers"}
+    assert doctor.check_headers(host)[0] == ERROR
+    (tmp_path / "opt/headers").mkdir(parents=True)
+    level, msg = doctor.check_headers(host)
+    assert level == OK and "BCC_KERNEL_SOURCE=/opt/headers" in msg
 
 
 @pytest.mark.parametrize("os_release,machine,line", [(DEBIAN, "x86_64", "apt install linux-headers-amd64"),
@@ -165,16 +201,9 @@ def test_fedora_header_trees(tmp_path):
 def test_no_headers_at_all(tmp_path, os_release, machine, line):
     host = good_machine(tmp_path, os_release)
     host.machine = machine
-    (tmp_path / "lib/modules/6.1.0-26-amd64/build/include").rmdir()
+    no_own_headers(tmp_path)
     level, msg = find(doctor.check(host), "headers")
     assert level == ERROR and line in msg
-
-
-def test_kheaders_count_as_headers(tmp_path):
-    host = good_machine(tmp_path)
-    (tmp_path / "lib/modules/6.1.0-26-amd64/build/include").rmdir()
-    write(tmp_path, "/sys/kernel/kheaders.tar.xz", "xz")
-    assert doctor.check_headers(host)[0] == OK
 
 
 def test_extras(tmp_path):
