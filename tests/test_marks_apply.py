@@ -2,6 +2,7 @@
 roll back, find what a SIGKILLed owner left behind, clean up on SIGTERM/SIGINT."""
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -247,3 +248,19 @@ def test_vanished_netns_is_not_an_error(netns):
     delete_netns(ns)
     assert apply.remove(rule) == []
     assert listing.list_tagged(ns) == []
+
+
+def test_hand_made_and_legacy_rules_are_found(netns):
+    """Rules typed by hand from a preview (owner pid 0), in the legacy tables too, are leftovers."""
+    if not shutil.which("iptables-legacy", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
+        pytest.skip("no iptables-legacy")
+    sh("iptables-legacy", "-t", "raw", "-A", "OUTPUT", "-p", "icmp", "-m", "comment", "--comment",
+       "ipft-web:0123abcd-0-0", "-j", "MARK", "--set-xmark", "0x1/0xffffffff", ns=netns)
+    _, cmds = apply.preview(parse_spec({"proto": "tcp", "mark": 2, "netns": netns, "tool": "nft"}))
+    for c in cmds:
+        sh(*c.argv)
+    left = cleanup.find_leftovers([netns])
+    assert sorted(t.tool for t in left) == ["iptables-legacy", "nft", "nft"]   # nft: one per hook
+    cleanup.remove_leftovers([netns])
+    assert tagged(netns) == []
+    assert "ipft-web" not in sh("iptables-legacy-save", ns=netns).stdout
