@@ -1,6 +1,7 @@
 """Real iptables/ip6tables/nft inside a throwaway network namespace: apply, mark real packets, remove,
 roll back, find what a SIGKILLed owner left behind, clean up on SIGTERM/SIGINT."""
 import argparse
+import io
 import os
 import shutil
 import signal
@@ -168,10 +169,16 @@ def test_leftovers_after_sigkill(netns):
     left = cleanup.find_leftovers([netns])
     assert len(left) == 4 and {t.tool for t in left} >= {"nft"}
     assert "left behind" in cleanup.leftover_warning([netns])
-    done = cleanup.remove_leftovers([netns])
-    assert len(done) == 5                                      # 4 rules + the emptied nft table
+    out = io.StringIO()
+    assert cleanup.run_cleanup(out, namespaces=[netns]) == 0   # what `ipft-web --cleanup` runs
+    lines = out.getvalue().splitlines()
+    assert sum(x.startswith("left behind (netns ") for x in lines) == 4
+    assert sum(x.startswith("removed: ") for x in lines) == 5   # 4 rules + the emptied nft table
     assert tagged(netns) == [] and "ipft-web" not in snapshot(netns)
     assert cleanup.find_leftovers([netns]) == [] and cleanup.leftover_warning([netns]) is None
+    out = io.StringIO()
+    assert cleanup.run_cleanup(out, namespaces=[netns]) == 0
+    assert out.getvalue() == "no ipft-web marking rules left behind\n"
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
