@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
@@ -125,6 +124,8 @@ def trace(args) -> int:
     if st["lost"]:
         summary += " (ring buffer full: narrow -r or raise the rate limit of the mark rule)"
     sys.stderr.write(summary + "\n")
+    if args.verbose:
+        sys.stderr.write("seconds: " + ", ".join(f"{k} {v}" for k, v in st["timings"].items()) + "\n")
     return 0
 
 

@@ -72,6 +72,7 @@ class Tracer:
         self.journeys = 0
         self.started_at = None
         self._stopped = False
+        self.timings: dict[str, float] = {}
         self._lock = threading.Lock()
         self.assembler = None
         self.symbolize = None
@@ -79,6 +80,7 @@ class Tracer:
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
         require_root()
+        t0 = time.monotonic()
         self.state = "preparing"
         self.on_progress("loading kernel types", 0, 0)
         kernel = self.kernel or KernelView.load(vmlinux=self.config.vmlinux)
@@ -88,6 +90,7 @@ class Tracer:
         if not functions and not tp_slots:
             raise UsageError(f"no function matches {self.config.regex!r} for the {backend} backend")
 
+        self.timings["kernel"] = round(time.monotonic() - t0, 3)
         self.spec = program.build_spec(kernel.typedb, kernel.tracepoints, kernel.kfree_skb_args)
         self.header_note = program.set_kernel_headers()
         if self.header_note:
@@ -95,7 +98,10 @@ class Tracer:
         program.raise_limits(len(functions) + len(tp_slots))
         self.state = "compiling"
         self.on_progress("compiling", 0, 0)
+        t1 = time.monotonic()
         self.bpf = program.compile_program(self.spec)
+        self.timings["compile"] = round(time.monotonic() - t1, 3)
+        t1 = time.monotonic()
         program.set_filter(self.bpf, self.config.mark, self.config.mask)
         self.bpf["ipft_events"].open_ring_buffer(self._on_event)
 
@@ -121,6 +127,8 @@ class Tracer:
         if not self.attached:
             self.stop()
             raise EnvError(f"the kernel refused every probe ({len(self.failed)} tried); run with -v to see why")
+        self.timings["attach"] = round(time.monotonic() - t1, 3)
+        self.timings["start"] = round(time.monotonic() - t0, 3)
         self.state = "tracing"
         self.started_at = time.time()
 
@@ -173,9 +181,11 @@ class Tracer:
                 return
             self._stopped = True
             try:
+                t0 = time.monotonic()
                 for b in (self.backend, self.tp_backend):
                     if b is not None:
                         b.detach()
+                self.timings["detach"] = round(time.monotonic() - t0, 3)
                 if self.bpf is not None and self.state == "tracing":
                     self.bpf.ring_buffer_consume()
                     self.lost = program.lost_events(self.bpf)
@@ -200,6 +210,7 @@ class Tracer:
             "lost": self.lost,
             "journeys": self.journeys,
             "headers": self.header_note,
+            "timings": dict(self.timings),
         }
 
     # -- events --------------------------------------------------------------------------

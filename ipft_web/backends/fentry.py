@@ -10,7 +10,7 @@ import os
 
 from ..kernel.sysbpf import BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY, BPFError, link_create_tracing, prog_load
 from . import AttachResult
-from .kprobe import FREE_FUNC
+from .kprobe import FREE_FUNC, close_many
 
 MAX_POS = 6
 
@@ -56,9 +56,5 @@ class FentryBackend:
         return result
 
     def detach(self) -> None:
-        for fd in self.fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_many(self.fds)
         self.fds.clear()

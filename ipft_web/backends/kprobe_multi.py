@@ -5,12 +5,10 @@ halves until the bad names are isolated: those are counted as refused, the rest 
 """
 from __future__ import annotations
 
-import os
-
 from ..kernel.sysbpf import BPF_TRACE_KPROBE_MULTI, BPFError
 from ..kernel.kprobe_multi import attach_kprobe_multi
 from . import AttachResult
-from .kprobe import FREE_FUNC
+from .kprobe import FREE_FUNC, close_many
 
 
 class KprobeMultiBackend:
@@ -55,9 +53,5 @@ class KprobeMultiBackend:
         return result
 
     def detach(self) -> None:
-        for fd in self.links:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_many(self.links)
         self.links.clear()
