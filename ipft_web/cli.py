@@ -20,6 +20,8 @@ examples:
   sudo ipft -m 0xdeadbeef -o json --duration 10 > journeys.jsonl
   sudo ipft -m 0xdeadbeef -o aggregate        how many packets took each distinct path
   ping -c1 127.0.0.2                          ... then watch the packet's journey
+  sudo ipft -m 0xdeadbeef --mark-rule tx,icmp,dst=127.0.0.2
+                                              add the marking rule for the trace's duration
 
 A packet is traced when (skb->mark & MASK) == (MARK & MASK), and followed until it is freed
 even where the mark is cleared on the way. Ctrl-C (or --duration) prints what is still open,
@@ -49,6 +51,9 @@ def build_parser() -> Parser:
                    help="emit a journey whose skb was not freed after this long without hits (default 1)")
     p.add_argument("--vmlinux", metavar="PATH", help="ELF with DWARF debug info, for kernels without BTF")
     p.add_argument("-v", "--verbose", action="store_true", help="say more: functions refused, headers used")
+    p.add_argument("--doctor", action="store_true", help="check this machine (bcc, BTF, backends, headers) and exit")
+    from .marks.cli import add_arguments as add_mark_rule_arguments
+    add_mark_rule_arguments(p)
     return p
 
 
@@ -98,7 +103,10 @@ def trace(args) -> int:
     def on_signal(signum, frame):
         stop["now"] = True
 
+    from .marks.cli import applied_rules
+
     tracer = Tracer(config, on_journey)
+    rules = applied_rules(args, config.mark, config.mask)  # validated before anything is attached
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
@@ -113,8 +121,10 @@ def trace(args) -> int:
         sys.stderr.write(f"tracing {st['attached']} functions ({st['backend']}){failed}\n")
         sys.stderr.flush()
         deadline = time.monotonic() + args.duration if args.duration else None
-        while not stop["now"] and (deadline is None or time.monotonic() < deadline):
-            tracer.poll(100)
+        with rules:
+            while not stop["now"] and (deadline is None or time.monotonic() < deadline):
+                tracer.poll(100)
+            tracer.poll(0)
     finally:
         tracer.stop()
     if args.output == "aggregate":
@@ -134,6 +144,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="ipft: %(message)s")
     try:
+        if args.doctor:
+            from .doctor import main as doctor_main
+            return doctor_main([], vmlinux=args.vmlinux)
         return list_functions(args) if args.list else trace(args)
     except (UsageError, EnvError) as exc:
         sys.stderr.write(f"ipft: error: {exc}\n")

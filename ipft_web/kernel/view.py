@@ -6,12 +6,18 @@ by the CLI, the tracer and the web server (the web server keeps it for the proce
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 
 from ..program import Tracepoint
 
 _cache: dict = {}
+
+# The tracing machinery's own functions take an skb too (the tracepoint stubs and their
+# perf/BPF glue); probing them only doubles what the tracepoints already say.
+INFRA = re.compile(r"^(__bpf_trace_|perf_trace_|trace_event_raw_event_|__traceiter_|__probestub_|"
+                   r"trace_raw_output_|__trace_)")
 _lock = threading.Lock()
 
 
@@ -53,7 +59,8 @@ class KernelView:
     def skb_functions(self):
         """Traceable functions with a struct sk_buff * argument, sorted by name."""
         if self._functions is None:
-            self._functions = sorted(self.catalog.traceable_skb_functions(), key=lambda f: f.name)
+            self._functions = sorted((f for f in self.catalog.traceable_skb_functions() if not INFRA.match(f.name)),
+                                     key=lambda f: f.name)
             self._by_name = {f.name: f for f in self._functions}
         return self._functions
 
