@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Benchmarks for the tracer on the running kernel: prints a table of numbers and ratios.
+
+Run as root, ideally inside a guest kernel (bench/run-guest.sh boots one per Debian kernel):
+
+    sudo .venv/bin/python bench/bench.py                 # every backend this kernel supports
+    sudo .venv/bin/python bench/bench.py -b kprobe -r '^ip_'
+    IPFT2=/path/to/ipft sudo -E .venv/bin/python bench/bench.py   # ipftrace2 side by side
+
+Measured per backend, for all skb functions (or -r):
+  start     time-to-tracing (kernel introspection + compile + attach), and its parts
+  detach    time to take every probe away
+  flood     a marked ping flood in a network namespace: packets sent, journeys seen, events lost
+  overhead  TCP throughput over loopback in a namespace with the tracer attached, unmarked traffic,
+            as a ratio of the throughput with no tracer
+Under emulation (virtme-ng --disable-kvm) compare ratios, not absolute times.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from ipft_web.config import TraceConfig  # noqa: E402
+from ipft_web.kernel.view import KernelView  # noqa: E402
+from ipft_web.tracer import Tracer  # noqa: E402
+
+MARK = 0xBE4C
+
+
+def netns_up() -> str:
+    name = f"ipftbench{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+    subprocess.run(["ip", "netns", "exec", name, "ip", "addr", "add", "127.0.0.2/8", "dev", "lo"], check=True)
+    return name
+
+
+def in_ns(ns, *argv, **kw):
+    return subprocess.run(["ip", "netns", "exec", ns, *argv], **kw)
+
+
+def tcp_throughput(ns: str, seconds: float) -> float:
+    """MB/s of one TCP stream over the namespace's loopback (iperf3 if present, else Python)."""
+    if shutil.which("iperf3"):
+        srv = subprocess.Popen(["ip", "netns", "exec", ns, "iperf3", "-s", "-1", "-B", "127.0.0.1"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)
+        out = in_ns(ns, "iperf3", "-c", "127.0.0.1", "-t", str(int(seconds)), "-J",
+                    capture_output=True, text=True)
+        srv.wait(timeout=30)
+        import json
+        try:
+            return json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"] / 8e6
+        except (ValueError, KeyError):
+            return float("nan")
+    code = ("import socket,time,threading\n"
+            "s=socket.socket();s.bind(('127.0.0.1',5201));s.listen()\n"
+            "def rx():\n a,_=s.accept()\n while a.recv(1<<16):pass\n"
+            "threading.Thread(target=rx,daemon=True).start()\n"
+            "c=socket.create_connection(('127.0.0.1',5201));b=b'x'*(1<<16);n=0;t=time.time()\n"
+            f"while time.time()-t<{seconds}:c.sendall(b);n+=len(b)\n"
+            "print(n/(time.time()-t)/1e6)\n")
+    out = in_ns(ns, sys.executable, "-c", code, capture_output=True, text=True)
+    return float(out.stdout.strip() or "nan")
+
+
+def run_backend(backend: str, regex: str | None, seconds: float, flood: int) -> dict:
+    row = {"backend": backend}
+    journeys = []
+    t0 = time.monotonic()
+    tracer = Tracer(TraceConfig(mark=MARK, regex=regex, backend=backend), journeys.append)
+    tracer.start()
+    row["start_s"] = time.monotonic() - t0
+    st = tracer.stats()
+    row.update(attached=st["attached"], failed=st["failed"], **{f"{k}_s": v for k, v in st["timings"].items()})
+    ns = netns_up()
+    try:
+        row["mbps_on"] = tcp_throughput(ns, seconds)
+        in_ns(ns, "iptables", "-t", "raw", "-A", "OUTPUT", "-p", "icmp", "--icmp-type", "echo-request",
+              "-j", "MARK", "--set-mark", hex(MARK), check=True)
+        ping = subprocess.Popen(["ip", "netns", "exec", ns, "ping", "-f", "-q", "-c", str(flood), "127.0.0.2"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ts = time.monotonic()
+        while ping.poll() is None:
+            tracer.poll(50)
+        row["flood_s"] = time.monotonic() - ts
+        for _ in range(30):
+            tracer.poll(50)
+    finally:
+        t1 = time.monotonic()
+        tracer.stop()
+        row["stop_s"] = time.monotonic() - t1
+        subprocess.run(["ip", "netns", "del", ns])
+    st = tracer.stats()
+    row["sent"] = flood
+    row["journeys"] = sum(1 for j in journeys if (j.get("tuple") or {}).get("icmp_type") == 8)
+    row["events"] = st["events"]
+    row["lost"] = st["lost"]
+    row["events_per_s"] = st["events"] / row["flood_s"] if row["flood_s"] else 0
+    return row
+
+
+def baseline(seconds: float) -> float:
+    ns = netns_up()
+    try:
+        return tcp_throughput(ns, seconds)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns])
+
+
+def ipftrace2(path: str, regex: str | None, backend: str) -> dict:
+    """Time-to-tracing and detach of an ipftrace2 binary on the same functions."""
+    argv = [path, "-m", hex(MARK)] + (["-r", regex] if regex else []) + ["-b", backend]
+    t0 = time.monotonic()
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ready = None
+    for line in p.stderr:  # ipftrace2 says "Trace ready!" on stderr once everything is attached
+        if "Trace ready" in line:
+            ready = time.monotonic() - t0
+            break
+    t1 = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    p.wait(timeout=1800)
+    return {"backend": f"ipftrace2 {backend}", "start_s": ready, "stop_s": time.monotonic() - t1}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-b", "--backend", action="append", help="backend(s) to measure (default: all available)")
+    ap.add_argument("-r", "--regex", help="function filter (default: every skb function)")
+    ap.add_argument("--seconds", type=float, default=5, help="length of each throughput run")
+    ap.add_argument("--flood", type=int, default=2000, help="marked pings in the flood")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench: needs root", file=sys.stderr)
+        return 2
+    kernel = KernelView.load()
+    backends = args.backend or kernel.backends()
+    print(f"kernel {os.uname().release}; {len(kernel.skb_functions())} skb functions; backends {backends}")
+    base = baseline(args.seconds)
+    print(f"baseline TCP over loopback, no tracer: {base:.1f} MB/s")
+    rows = [run_backend(b, args.regex, args.seconds, args.flood) for b in backends]
+    if os.environ.get("IPFT2"):
+        for b in ("kprobe", "kprobe-multi" if "kprobe-multi" in backends else None):
+            if b:
+                rows.append(ipftrace2(os.environ["IPFT2"], args.regex, b))
+    cols = ["backend", "attached", "failed", "kernel_s", "compile_s", "attach_s", "start_s", "detach_s",
+            "events_per_s", "sent", "journeys", "lost", "overhead"]
+    print()
+    print(" | ".join(cols))
+    print(" | ".join("---" for _ in cols))
+    for r in rows:
+        if "mbps_on" in r:
+            r["overhead"] = f"{r['mbps_on'] / base:.2f}x" if base else "n/a"
+        print(" | ".join(f"{r.get(c):.2f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
