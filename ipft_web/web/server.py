@@ -1,0 +1,162 @@
+"""`ipft-web`: the dashboard server (Flask-SocketIO) on the traced host."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import warnings
+
+from ..errors import EnvError, UsageError
+from . import auth as auth_mod
+from . import tracers
+from .hostcheck import is_loopback
+from .store import default_data_dir
+
+PROG = "ipft-web"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Follow marked packets through the kernel, in a browser.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=8080, help="TCP port (default 8080)")
+    p.add_argument("--token", help="access token (default: $IPFT_WEB_TOKEN, else a fresh random one)")
+    p.add_argument("--async-mode", choices=("eventlet", "threading"), default="eventlet",
+                   help="server concurrency model (default eventlet)")
+    p.add_argument("--data-dir", default=None,
+                   help=f"where sessions are kept (SQLite; default {default_data_dir()})")
+    p.add_argument("--max-journeys", type=_bounded(1, 10_000_000), default=20000, metavar="N",
+                   help="journeys kept per session; the rest are counted, not kept (default 20000)")
+    p.add_argument("--keep-sessions", type=_bounded(1, 100000), default=50, metavar="N",
+                   help="finished sessions kept on disk (default 50)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="another Host name browsers may use (when listening beyond loopback)")
+    # test-only: replay a recording instead of tracing (also IPFT_WEB_TRACER=replay:PATH)
+    p.add_argument("--tracer", default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 1..65535, got {text[:20]!r}")
+    return int(text)
+
+
+def _bounded(lo: int, hi: int):
+    def parse(text: str) -> int:
+        if not text.isdigit() or not lo <= int(text) <= hi:
+            raise argparse.ArgumentTypeError(f"must be an integer {lo}..{hi}, got {text[:20]!r}")
+        return int(text)
+    return parse
+
+
+def url_for(host: str, port: int, token: str) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/?token={token}"
+
+
+def _fail(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _check_privileges(choice) -> None:
+    if choice.is_replay:
+        return
+    if os.geteuid() != 0:
+        raise EnvError("tracing needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN): run it with sudo")
+    try:
+        from ..kernel import features
+    except ImportError:
+        return
+    features.require_bpf()
+
+
+def _host_warning(host: str) -> str | None:
+    if is_loopback(host.strip("[]").lower()):
+        return None
+    return (f"{PROG}: warning: listening on {host}, beyond loopback: anyone who can reach this port and "
+            "has the token can trace this host, and the traffic is not encrypted")
+
+
+def _marks_cleanup() -> None:
+    """Remove mark rules this process added (the marks part's hook, if installed)."""
+    try:
+        import importlib
+        marks = importlib.import_module("ipft_web.marks")
+        hook = getattr(marks, "cleanup", None)
+        if hook is None:
+            try:
+                hook = importlib.import_module("ipft_web.marks.cleanup")
+            except ImportError:
+                return
+        if not callable(hook):
+            hook = getattr(hook, "cleanup", None)
+        if callable(hook):
+            hook()
+    except Exception as exc:
+        print(f"{PROG}: warning: removing mark rules failed: {exc}", file=sys.stderr)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.filterwarnings("ignore", message=".*Eventlet is deprecated.*")
+    try:
+        choice = tracers.from_env(args.tracer)
+        _check_privileges(choice)
+        token = args.token or os.environ.get("IPFT_WEB_TOKEN") or auth_mod.new_token()
+        try:
+            auth_mod.check_token_value(token)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if args.async_mode == "eventlet":
+            try:
+                import eventlet  # noqa: F401
+            except ImportError:
+                raise EnvError("eventlet is not installed: pip install eventlet, or use --async-mode threading") from None
+        from .app import Settings, create_app
+        settings = Settings(token=token, data_dir=args.data_dir or default_data_dir(), host=args.host,
+                            port=args.port, async_mode=args.async_mode, tracer=args.tracer,
+                            allow_hosts=args.allow_host, max_journeys=args.max_journeys,
+                            keep_sessions=args.keep_sessions)
+        app, socketio = create_app(settings)
+    except (UsageError, EnvError) as exc:
+        return _fail(str(exc))
+
+    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)   # request logs would show the token
+    warning = _host_warning(args.host)
+    if warning:
+        print(warning, file=sys.stderr)
+    if choice.is_replay:
+        print(f"{PROG}: TEST MODE: replaying {choice.path} instead of tracing", file=sys.stderr)
+    print(f"{PROG}: open {url_for(args.host, args.port, token)}", flush=True)
+
+    ctx = app.extensions["ipft_web"]
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        run_kwargs = {"host": args.host, "port": args.port, "debug": False, "use_reloader": False,
+                      "log_output": False}
+        if args.async_mode == "threading":
+            run_kwargs["allow_unsafe_werkzeug"] = True
+        socketio.run(app, **run_kwargs)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+    finally:
+        ctx.sessions.shutdown()
+        _marks_cleanup()
+        ctx.store.close()
+    return 0
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+// The swimlane of one packet: lanes = kernel layers, x = time since its first hit (or even spacing),
+// one marker per hit joined in order, the drop in red with its reason.
+import {s, clear} from "./dom.js";
+import {dur, ticks} from "./format.js";
+
+const GUTTER = 132, PAD_R = 28, AXIS = 30, LANE = 34, CHAR = 6.1;
+export const DROP_FUNCS = new Set(["skb:kfree_skb", "kfree_skb_reason", "kfree_skb", "sk_skb_reason_drop"]);
+
+export function dropIndex(j) {
+  if (!j.drop_reason) return -1;
+  let idx = -1;
+  j.hits.forEach((h, i) => { if (idx < 0 && DROP_FUNCS.has(h.func)) idx = i; });
+  return idx < 0 ? j.hits.length - 1 : idx;
+}
+
+export function renderSwimlane(host, j, layers, opts = {}) {
+  clear(host);
+  const mode = opts.mode || "time";
+  const width = Math.max(640, host.clientWidth || 900);
+  const used = new Set(j.hits.map((hit) => layers.of(hit.func)));
+  const lanes = layers.list.filter((l) => l.id !== layers.def || used.has(l.id));
+  const laneY = new Map(lanes.map((l, i) => [l.id, AXIS + i * LANE + LANE / 2]));
+  const lanesEnd = AXIS + lanes.length * LANE;
+  const drop = dropIndex(j);
+  const height = lanesEnd + (drop >= 0 ? 32 : 10);
+  const plotW = width - GUTTER - PAD_R;
+  const total = Math.max(j.duration_ns || 0, 1);
+  const n = j.hits.length;
+  const x = mode === "even"
+    ? (i) => GUTTER + (n > 1 ? (i / (n - 1)) * plotW : plotW / 2)
+    : (i) => GUTTER + (j.hits[i].t_ns / total) * plotW;
+
+  const svg = s("svg", {class: "swimlane", width, height, viewBox: `0 0 ${width} ${height}`,
+    role: "img", "aria-label": `swimlane of packet ${j.id}`});
+
+  // lanes
+  lanes.forEach((l, i) => {
+    const y = AXIS + i * LANE;
+    const on = used.has(l.id);
+    svg.append(s("rect", {class: "lane-bg" + (i % 2 ? " odd" : "") + (on ? " used" : ""), x: 0, y,
+      width, height: LANE, "data-layer": l.id}));
+    svg.append(s("rect", {x: 8, y: y + LANE / 2 - 5, width: 10, height: 10, rx: 2, fill: l.color,
+      opacity: on ? 1 : 0.25}));
+    svg.append(s("text", {class: "lane-label" + (on ? " used" : ""), x: 24, y: y + LANE / 2 + 4, text: l.label}));
+  });
+  svg.append(s("line", {class: "gutter-line", x1: GUTTER - 10, x2: GUTTER - 10, y1: AXIS, y2: lanesEnd}));
+
+  // axis
+  if (mode === "time") {
+    for (const t of ticks(total, Math.max(3, Math.floor(plotW / 110)))) {
+      const tx = GUTTER + (t / total) * plotW;
+      svg.append(s("line", {class: "grid", x1: tx, x2: tx, y1: AXIS - 4, y2: lanesEnd}));
+      svg.append(s("text", {class: "axis-label", x: tx, y: AXIS - 10, "text-anchor": "middle",
+        text: t === 0 ? "0" : dur(t, t < 1e4 ? 1 : 0)}));
+    }
+  } else {
+    const step = Math.max(1, Math.ceil(n / Math.max(3, Math.floor(plotW / 60))));
+    for (let i = 0; i < n; i += step) {
+      svg.append(s("line", {class: "grid", x1: x(i), x2: x(i), y1: AXIS - 4, y2: lanesEnd}));
+      svg.append(s("text", {class: "axis-label", x: x(i), y: AXIS - 10, "text-anchor": "middle", text: `#${i + 1}`}));
+    }
+  }
+
+  // netns changes: a dashed boundary where the packet moves to another network namespace
+  for (let i = 1; i < n; i++) {
+    const a = j.hits[i - 1].netns, b = j.hits[i].netns;
+    if (a && b && a !== b) {
+      const bx = (x(i - 1) + x(i)) / 2;
+      svg.append(s("line", {class: "netns-line", x1: bx, x2: bx, y1: AXIS - 4, y2: lanesEnd}));
+      svg.append(s("text", {class: "netns-label", x: bx + 3, y: AXIS + 9, text: `netns ${b}`}));
+    }
+  }
+
+  // path in order
+  const pts = j.hits.map((hit, i) => `${x(i).toFixed(1)},${laneY.get(layers.of(hit.func)).toFixed(1)}`);
+  svg.append(s("polyline", {class: "path", points: pts.join(" ")}));
+
+  // labels: two slots per lane (above/below the markers), first come first placed
+  const slotEnd = new Map();
+  const labels = s("g", {class: "labels"});
+  j.hits.forEach((hit, i) => {
+    if (i === drop) return;
+    const layer = layers.of(hit.func);
+    const cx = x(i), cy = laneY.get(layer);
+    const w = hit.func.length * CHAR;
+    const anchorEnd = cx + w + 6 > width - 4;
+    const left = anchorEnd ? cx - w - 2 : cx - 3;
+    for (const slot of ["above", "below"]) {
+      const key = layer + slot;
+      if ((slotEnd.get(key) ?? -1e9) + 4 < left) {
+        slotEnd.set(key, left + w);
+        labels.append(s("text", {class: "hit-label", x: anchorEnd ? cx + 3 : left, y: slot === "above" ? cy - 8 : cy + 15,
+          "text-anchor": anchorEnd ? "end" : "start", text: hit.func}));
+        break;
+      }
+    }
+  });
+  svg.append(labels);
+
+  // markers
+  const markers = [];
+  j.hits.forEach((hit, i) => {
+    const layer = layers.of(hit.func);
+    const cx = x(i), cy = laneY.get(layer);
+    const isDrop = i === drop;
+    const g = s("g", {class: "hit" + (isDrop ? " drop" : ""), "data-index": i, "data-func": hit.func, "data-layer": layer,
+      transform: `translate(${cx.toFixed(1)},${cy.toFixed(1)})`, tabindex: 0});
+    if (isDrop) {
+      g.append(s("circle", {class: "drop-mark", r: 7}));
+      g.append(s("path", {class: "drop-x", d: "M-3.5,-3.5L3.5,3.5M3.5,-3.5L-3.5,3.5"}));
+    } else {
+      g.append(s("circle", {class: "marker", r: 4.5, fill: layers.color(layer)}));
+    }
+    g.append(s("circle", {class: "hit-area", r: 10}));
+    const show = (ev) => opts.onHover && opts.onHover(i, ev);
+    g.addEventListener("mouseenter", show);
+    g.addEventListener("mousemove", show);
+    g.addEventListener("focus", (ev) => opts.onHover && opts.onHover(i, ev));
+    g.addEventListener("mouseleave", () => opts.onHover && opts.onHover(-1));
+    g.addEventListener("blur", () => opts.onHover && opts.onHover(-1));
+    g.addEventListener("click", () => opts.onSelect && opts.onSelect(i));
+    markers.push(g);
+    svg.append(g);
+  });
+
+  if (drop >= 0) {
+    // the reason in a footer row under the lanes, tied to the red marker by a leader line
+    const hit = j.hits[drop];
+    const cx = x(drop), cy = laneY.get(layers.of(hit.func));
+    const text = `DROPPED ${j.drop_reason}` + (j.drop_func ? ` in ${j.drop_func}` : "");
+    const w = text.length * 6.6 + 14;
+    const by = lanesEnd + 6;
+    const bx = Math.min(Math.max(cx - w + 20, GUTTER - 6), width - w - 6);
+    svg.append(s("g", {class: "drop-label", "data-reason": j.drop_reason},
+      s("line", {class: "drop-leader", x1: cx, x2: cx, y1: cy + 8, y2: by}),
+      s("rect", {x: bx, y: by, width: w, height: 18, rx: 3}),
+      s("text", {x: bx + 7, y: by + 13, text})));
+  }
+  host.append(svg);
+
+  return {
+    highlight(i) {
+      markers.forEach((m, k) => m.classList.toggle("selected", k === i));
+    },
+  };
+}
