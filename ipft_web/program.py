@@ -156,3 +156,53 @@ def lost_events(bpf) -> int:
     """Events the ring buffer could not take, summed over CPUs."""
     table = bpf["ipft_lost"]
     return int(sum(table.getvalue(table.Key(0))))
+
+
+class Compiled:
+    """A compiled program kept for the life of the process: compile once, trace many times.
+
+    Nothing the user chooses is compiled in (the mark is in a map, the function set is chosen at
+    attach time), so the dashboard compiles before anyone presses Start and every session after
+    the first starts with attaching. The ring buffer is opened once; events go to `sink`.
+    """
+
+    def __init__(self, spec: ProgramSpec, bpf, header_note: str | None, seconds: float):
+        self.spec = spec
+        self.bpf = bpf
+        self.header_note = header_note
+        self.seconds = seconds
+        self.sink = None
+        self.in_use = False
+        bpf["ipft_events"].open_ring_buffer(self._dispatch)
+
+    def _dispatch(self, ctx, data, size):
+        sink = self.sink
+        if sink is not None:
+            sink(ctx, data, size)
+
+    def release(self) -> None:
+        """After a session: drain what is left, forget followed skbs."""
+        self.bpf.ring_buffer_consume()
+        self.sink = None
+        self.bpf["ipft_tracked"].clear()
+        self.in_use = False
+
+
+_compiled: dict = {}
+_compile_lock = __import__("threading").Lock()
+
+
+def compiled(kernel, key=None) -> Compiled:
+    """The process's compiled program for this kernel view (compiled on first use)."""
+    with _compile_lock:
+        prog = _compiled.get(key)
+        if prog is None:
+            spec = build_spec(kernel.typedb, kernel.tracepoints, kernel.kfree_skb_args)
+            note = set_kernel_headers()
+            if note:
+                log.info("%s", note)
+            started = time.monotonic()
+            bpf = compile_program(spec)
+            prog = Compiled(spec, bpf, note, time.monotonic() - started)
+            _compiled[key] = prog
+        return prog

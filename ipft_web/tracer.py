@@ -53,6 +53,13 @@ def require_root() -> None:
         raise EnvError("tracing needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN): run it with sudo")
 
 
+def precompile(vmlinux: str | None = None) -> float:
+    """Load the kernel view and compile the program ahead of the first session; returns seconds."""
+    started = time.monotonic()
+    program.compiled(KernelView.load(vmlinux=vmlinux), vmlinux)
+    return time.monotonic() - started
+
+
 class Tracer:
     def __init__(self, config: TraceConfig, on_journey, on_progress=None, kernel: KernelView | None = None):
         self.config = config
@@ -60,6 +67,8 @@ class Tracer:
         self.on_progress = on_progress or (lambda stage, done, total: None)
         self.kernel = kernel
         self.bpf = None
+        self.program = None
+        self.lost_base = 0
         self.backend = None
         self.tp_backend = None
         self.spec = None
@@ -79,6 +88,14 @@ class Tracer:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
+        """Compile (once per process) and attach; on any failure undo what was done, then raise."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         require_root()
         t0 = time.monotonic()
         self.state = "preparing"
@@ -87,23 +104,26 @@ class Tracer:
         self.kernel = kernel
         backend = self._choose_backend(kernel)
         functions, tp_slots = self._targets(kernel, backend)
-        if not functions and not tp_slots:
+        chosen = [f.name for f in functions] + [kernel.tracepoints[s].label for s in tp_slots]
+        if not any(self.config.matches(name) for name in chosen):
             raise UsageError(f"no function matches {self.config.regex!r} for the {backend} backend")
 
         self.timings["kernel"] = round(time.monotonic() - t0, 3)
-        self.spec = program.build_spec(kernel.typedb, kernel.tracepoints, kernel.kfree_skb_args)
-        self.header_note = program.set_kernel_headers()
-        if self.header_note:
-            log.info("%s", self.header_note)
         program.raise_limits(len(functions) + len(tp_slots))
         self.state = "compiling"
         self.on_progress("compiling", 0, 0)
         t1 = time.monotonic()
-        self.bpf = program.compile_program(self.spec)
+        prog = program.compiled(kernel, self.config.vmlinux)
+        if prog.in_use:
+            raise EnvError("another trace is running in this process; stop it first")
+        prog.in_use = True
+        self.program = prog
+        self.bpf, self.spec, self.header_note = prog.bpf, prog.spec, prog.header_note
         self.timings["compile"] = round(time.monotonic() - t1, 3)
         t1 = time.monotonic()
+        self.lost_base = program.lost_events(self.bpf)
         program.set_filter(self.bpf, self.config.mark, self.config.mask)
-        self.bpf["ipft_events"].open_ring_buffer(self._on_event)
+        prog.sink = self._on_event
 
         free_traced = any(f.name == "kfree_skbmem" for f in functions)
         self.assembler = Assembler(self._emit, idle_timeout=self.config.idle_timeout, free_traced=free_traced)
@@ -125,7 +145,6 @@ class Tracer:
         self.failed.update(res.failed)
         self.backend_name = backend
         if not self.attached:
-            self.stop()
             raise EnvError(f"the kernel refused every probe ({len(self.failed)} tried); run with -v to see why")
         self.timings["attach"] = round(time.monotonic() - t1, 3)
         self.timings["start"] = round(time.monotonic() - t0, 3)
@@ -173,7 +192,7 @@ class Tracer:
             else:
                 self.bpf.ring_buffer_consume()
             self.assembler.tick()
-            self.lost = program.lost_events(self.bpf)
+            self.lost = program.lost_events(self.bpf) - self.lost_base
 
     def stop(self) -> None:
         with self._lock:
@@ -186,17 +205,12 @@ class Tracer:
                     if b is not None:
                         b.detach()
                 self.timings["detach"] = round(time.monotonic() - t0, 3)
-                if self.bpf is not None and self.state == "tracing":
-                    self.bpf.ring_buffer_consume()
-                    self.lost = program.lost_events(self.bpf)
+                if self.program is not None:
+                    self.program.release()  # drains the ring buffer into this tracer first
+                    self.lost = program.lost_events(self.bpf) - self.lost_base
                 if self.assembler is not None:
                     self.assembler.flush("exit")
             finally:
-                if self.bpf is not None:
-                    try:
-                        self.bpf.cleanup()
-                    except Exception:  # already detached; cleanup only frees the rest
-                        pass
                 self.state = "stopped"
 
     def stats(self) -> dict:
