@@ -59,6 +59,19 @@
     return node;
   }
 
+  // A constructed style sheet: the dashboard's CSP (default-src 'self') blocks inline <style>.
+  function addStyles() {
+    if (window.__marksPanelCss) return;
+    window.__marksPanelCss = true;
+    try {
+      const sheet = new CSSStyleSheet();
+      sheet.replaceSync(CSS);
+      document.adoptedStyleSheets = [...document.adoptedStyleSheets, sheet];
+    } catch (e) {
+      document.head.appendChild(el("style", {}, CSS));   // older browsers (without a strict CSP)
+    }
+  }
+
   function csrfHeaders() {
     const meta = document.querySelector('meta[name="csrf-token"]');
     return meta ? { "X-CSRF-Token": meta.getAttribute("content") || "" } : {};
@@ -74,7 +87,9 @@
   }
 
   function fallbackCopy(text, done) {
-    const ta = el("textarea", { style: "position:fixed;left:-9999px", readonly: "" });
+    const ta = el("textarea", { readonly: "" });
+    ta.style.position = "fixed";
+    ta.style.left = "-9999px";
     ta.value = text;
     document.body.appendChild(ta);
     ta.select();
@@ -138,9 +153,7 @@
     }
 
     build() {
-      if (!document.getElementById("marks-panel-css")) {
-        document.head.appendChild(el("style", { id: "marks-panel-css" }, CSS));
-      }
+      addStyles();
       this.root.classList.add("marks-panel");
       this.root.replaceChildren();
       this.banner = el("div", { class: "marks-banner", hidden: "", role: "status" });

@@ -81,3 +81,8 @@ def run_cleanup(out=None, remove: bool = True, namespaces=None) -> int:
     except EnvError as exc:
         out.write(f"ipft-web: error: {exc}\n")
         return 2
+
+
+def cleanup() -> list[str]:
+    """Remove every rule this process applied (the web server calls it on shutdown)."""
+    return REGISTRY.remove_all()
