@@ -33,6 +33,7 @@ class Settings:
     max_journeys: int = 20000
     keep_sessions: int = 50
     preload: bool = True                 # load the function list and backends in the background
+    replay: dict = field(default_factory=dict)   # speed/repeat/attach for a replay tracer (else env)
 
 
 class Context:
@@ -64,7 +65,7 @@ class Context:
 
 
 def create_app(settings: Settings):
-    choice = tracers.from_env(settings.tracer)
+    choice = tracers.from_env(settings.tracer, **settings.replay)
     app = Flask(__name__, static_folder=str(resources.path("static")), static_url_path="/static",
                 template_folder=str(resources.path("templates")))
     app.config.update(MAX_CONTENT_LENGTH=64 * 1024, JSON_SORT_KEYS=False, PROPAGATE_EXCEPTIONS=False,

@@ -2,7 +2,7 @@
 
 IPFT_WEB_TRACER=replay:PATH (or the hidden --tracer option) selects the replay of a JSON Lines
 recording; IPFT_WEB_REPLAY_SPEED (default 1, 0 = as fast as polled) and IPFT_WEB_REPLAY_REPEAT
-(default 1) tune it. It proves nothing about tracing and skips the root check.
+(default 1) and IPFT_WEB_REPLAY_ATTACH (seconds the fake attach takes, default 0.4) tune it. It proves nothing about tracing and skips the root check.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ class TracerChoice:
     path: str | None = None   # replay recording
     speed: float = 1.0
     repeat: int = 1
+    attach_seconds: float = 0.4
 
     @property
     def is_replay(self) -> bool:
@@ -29,7 +30,7 @@ class TracerChoice:
         return "replay" if self.is_replay else "bcc"
 
 
-def parse(spec: str | None, speed=None, repeat=None) -> TracerChoice:
+def parse(spec: str | None, speed=None, repeat=None, attach=None) -> TracerChoice:
     if not spec or spec in ("bcc", "real"):
         return TracerChoice("bcc")
     if not spec.startswith("replay:") or len(spec) == len("replay:"):
@@ -40,15 +41,16 @@ def parse(spec: str | None, speed=None, repeat=None) -> TracerChoice:
     try:
         speed = float(os.environ.get("IPFT_WEB_REPLAY_SPEED", "1") if speed is None else speed)
         repeat = int(os.environ.get("IPFT_WEB_REPLAY_REPEAT", "1") if repeat is None else repeat)
+        attach = float(os.environ.get("IPFT_WEB_REPLAY_ATTACH", "0.4") if attach is None else attach)
     except ValueError:
-        raise UsageError("IPFT_WEB_REPLAY_SPEED must be a number and IPFT_WEB_REPLAY_REPEAT an integer") from None
-    if not (0 <= speed <= 1000 and 1 <= repeat <= 100000):
-        raise UsageError("replay speed must be 0..1000 and repeat 1..100000")
-    return TracerChoice("replay", str(Path(path).resolve()), speed, repeat)
+        raise UsageError("IPFT_WEB_REPLAY_SPEED and _ATTACH must be numbers, IPFT_WEB_REPLAY_REPEAT an integer") from None
+    if not (0 <= speed <= 1000 and 1 <= repeat <= 100000 and 0 <= attach <= 600):
+        raise UsageError("replay speed must be 0..1000, repeat 1..100000, attach 0..600 s")
+    return TracerChoice("replay", str(Path(path).resolve()), speed, repeat, attach)
 
 
-def from_env(spec: str | None = None) -> TracerChoice:
-    return parse(spec if spec is not None else os.environ.get("IPFT_WEB_TRACER"))
+def from_env(spec: str | None = None, **replay) -> TracerChoice:
+    return parse(spec if spec is not None else os.environ.get("IPFT_WEB_TRACER"), **replay)
 
 
 def factory(choice: TracerChoice):
@@ -58,7 +60,7 @@ def factory(choice: TracerChoice):
 
         def make_replay(config, on_journey, on_progress):
             return ReplayTracer(config, on_journey, on_progress, path=choice.path, speed=choice.speed,
-                                repeat=choice.repeat)
+                                repeat=choice.repeat, attach_seconds=choice.attach_seconds)
         return make_replay
 
     def make_real(config, on_journey, on_progress):
