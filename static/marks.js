@@ -1,7 +1,8 @@
 /* ipft-web marking rules panel: renders into <div id="marks-panel"> and talks to /api/marks.
  *
  * The page may set on the div: data-session="ID" data-mark="0xdeadbeef" data-mask="0xffffffff"
- * (the session's mark, used when the form's mark is empty) and data-api="/api/marks".
+ * (the session's mark, used when the form's mark is empty; else GET /api/marks "default", else
+ * 0xdeadbeef) and data-api="/api/marks".
  * Later changes: document.dispatchEvent(new CustomEvent("ipft:session", {detail: {id, mark, mask}})).
  * The preset button applies "ICMP to 127.0.0.2" and then asks the page to trace: it calls
  * window.ipftStartTrace({mark, mask, rule}) when defined and always dispatches "ipft-marks:trace"
@@ -29,6 +30,7 @@
     ["tool", "Tool", "select", [["auto", "auto"], ["iptables", "iptables"], ["nft", "nft"]]],
   ];
   const PRESET = { direction: "tx", proto: "icmp", dst: "127.0.0.2" };
+  const FALLBACK_MARK = "0xdeadbeef";
   const CSS = `
 .marks-panel{font:13px/1.4 system-ui,sans-serif}
 .marks-panel h3{margin:.2em 0 .5em;font-size:15px}
@@ -202,7 +204,9 @@
     body(fields) {
       const out = {};
       for (const [k, v] of Object.entries(fields)) if (v !== "" && v !== null && v !== undefined) out[k] = v;
+      // mark: the form's, else the session's (with its mask), else ipftrace2's customary 0xdeadbeef
       if (!out.mark && this.session.mark) { out.mark = this.session.mark; if (this.session.mask) out.mask = out.mask || this.session.mask; }
+      if (!out.mark) out.mark = FALLBACK_MARK;
       if (this.session.id) out.session = this.session.id;
       return out;
     }
@@ -219,7 +223,7 @@
       if (detail.id !== undefined) this.session.id = String(detail.id || "");
       if (detail.mark !== undefined) this.session.mark = detail.mark === null ? "" : String(detail.mark);
       if (detail.mask !== undefined) this.session.mask = detail.mask === null ? "" : String(detail.mask);
-      this.inputs.mark.placeholder = this.session.mark || "0xdeadbeef";
+      this.inputs.mark.placeholder = this.session.mark || FALLBACK_MARK;
       this.schedulePreview();
     }
 
@@ -342,7 +346,7 @@
           this.session.mark = data.default.mark;
           this.session.mask = data.default.mask;
         }
-        this.inputs.mark.placeholder = this.session.mark || "0xdeadbeef";
+        this.inputs.mark.placeholder = this.session.mark || FALLBACK_MARK;
         this.renderNetns(data.netns);
         this.renderRules(data.rules || []);
         if (data.tools && !data.tools.iptables && !data.tools.nft) this.setError("neither iptables nor nft is installed on the server");
