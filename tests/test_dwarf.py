@@ -150,3 +150,25 @@ def test_bad_inputs_are_one_line_env_errors(tmp_path):
         with pytest.raises(EnvError, match=match) as exc:
             load_dwarf(path)
         assert "\n" not in str(exc.value)
+
+
+def test_cache_roundtrip(tmp_path, obj, db):
+    cache_dirs = (str(tmp_path / "cache"),)
+    first = load_dwarf(obj, cache_dirs=cache_dirs, cache_min_seconds=0)
+    files = list((tmp_path / "cache" / "dwarf").glob("*.json"))
+    assert len(files) == 1
+    again = load_dwarf(obj, cache_dirs=cache_dirs, cache_min_seconds=0)
+    for struct_name in ("sk_buff", "sock", "net"):
+        for member in db.struct_members(struct_name):
+            assert again.struct_member(struct_name, member) == first.struct_member(struct_name, member)
+    assert list(again.functions()) == list(first.functions())
+    assert again.enum("neg") == first.enum("neg")
+    assert again.typedef_func_params("btf_trace_kfree_skb") == first.typedef_func_params("btf_trace_kfree_skb")
+    # a damaged cache file is ignored, not trusted
+    files[0].write_text('{"format": 1, "kinds": ["void", 5]}')
+    assert list(load_dwarf(obj, cache_dirs=cache_dirs, cache_min_seconds=3600).functions()) == list(first.functions())
+
+
+def test_fast_reads_are_not_cached(tmp_path, obj):
+    load_dwarf(obj, cache_dirs=(str(tmp_path / "cache"),))
+    assert not (tmp_path / "cache" / "dwarf").exists() or not any((tmp_path / "cache" / "dwarf").iterdir())

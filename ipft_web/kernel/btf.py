@@ -192,9 +192,6 @@ class Btf(TypeGraph):
         btf, i = self._at(tid)
         return btf.words[i + 2]
 
-    def _vlen(self, btf: "Btf", i: int) -> int:
-        return btf.words[i + 1] & 0xFFFF
-
     def _members(self, tid: int) -> list:
         btf, i = self._at(tid)
         w = btf.words
@@ -249,9 +246,6 @@ class Btf(TypeGraph):
     def _fwd_union(self, tid: int) -> bool:
         btf, i = self._at(tid)
         return bool(btf.words[i + 1] >> 31)
-
-    def _pointer_size(self) -> int:
-        return 8
 
     def _group(self, group: str) -> dict[str, list[int]]:
         index = self._index.get(group)

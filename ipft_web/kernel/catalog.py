@@ -97,7 +97,6 @@ class Catalog:
                 self.source = SOURCE_TYPES
                 self._traceable = None
                 notes.append("/proc/kallsyms has no text symbols")
-        self.blacklist_read = blacklist is not None if available is None else None
         self.notes = [n for n in notes if n]
         self._skb: list[CatalogEntry] | None = None
         self._tps: list[SkbTracepoint] | None = None

@@ -6,8 +6,12 @@ pyelftools is slow (minutes); BTF is the normal path.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import tempfile
+import time
 from pathlib import Path
 
 from ..errors import EnvError
@@ -113,8 +117,10 @@ class DwarfTypes(TypeGraph):
 class _Reader:
     """One pass over every CU's DIE tree."""
 
-    def __init__(self, db: DwarfTypes):
+    def __init__(self, db: DwarfTypes, dwarf=None):
         self.db = db
+        self.dwarf = dwarf
+        self.canon: dict[tuple, int] = {}   # identity of a named type -> its record
         self.fix_refs: list[int] = []       # type ids whose refs[] still hold DIE offsets
         self.fix_members: list[int] = []
         self.fix_params: list[int] = []
@@ -148,84 +154,106 @@ class _Reader:
 
     def read_cu(self, cu) -> None:
         self.db.ptr_size = cu["address_size"] or 8
-        top = cu.get_top_DIE()
-        self.walk(top)
+        self.walk(cu.get_top_DIE())
 
     def walk(self, die) -> None:
-        stack = [die]
+        """Visit the DIEs below `die` (C puts every type at the CU's top level); function bodies
+        are skipped (pyelftools jumps over them with DW_AT_sibling)."""
+        stack = list(die.iter_children())
+        stack.reverse()
         while stack:
             d = stack.pop()
             tag = d.tag
-            handled = self.visit(d, tag)
-            if not handled and d.has_children:
-                stack.extend(reversed(list(d.iter_children())))
+            if tag in ("DW_TAG_namespace", "DW_TAG_module") and d.has_children:
+                kids = list(d.iter_children())
+                kids.reverse()
+                stack.extend(kids)
+            else:
+                self.visit(d, tag)
 
-    def visit(self, die, tag: str) -> bool:
-        """Record `die`; True if its children were consumed here."""
+    def _dedup(self, key, die) -> bool:
+        """True if an identical named type was already read (this DIE now stands for it)."""
+        tid = self.canon.get(key)
+        if tid is None:
+            return False
+        self.db._by_offset[die.offset] = tid
+        return True
+
+    def visit(self, die, tag: str) -> None:
         db = self.db
         off = die.offset
         if tag in _QUALIFIER_TAGS:
             kind = _QUALIFIER_TAGS[tag]
-            tid = db._new(kind, self.name(die) if kind == "typedef" else "", self.ref(die) or 0,
-                          self.const(die, "DW_AT_byte_size", 0), off)
+            name = self.name(die) if kind == "typedef" else ""
+            if kind == "typedef":
+                key = ("typedef", name, self.const(die, "DW_AT_decl_line"))
+                if self._dedup(key, die):
+                    return
+            tid = db._new(kind, name, self.ref(die) or 0, self.const(die, "DW_AT_byte_size", 0), off)
             self.fix_refs.append(tid)
             if kind == "typedef":
-                db._index["typedef"].setdefault(db.names[tid], []).append(tid)
-            return False
-        if tag == "DW_TAG_base_type":
+                self.canon[key] = tid
+                db._index["typedef"].setdefault(name, []).append(tid)
+        elif tag == "DW_TAG_base_type":
             enc = self.const(die, "DW_AT_encoding", 0)
-            db._new("float" if enc in _DW_ATE_FLOATS else "int", self.name(die), 0,
-                    self.const(die, "DW_AT_byte_size", 0), off)
-            return False
-        if tag == "DW_TAG_unspecified_type":  # C++ nullptr_t, "void" in some producers
+            name, size = self.name(die), self.const(die, "DW_AT_byte_size", 0)
+            key = ("base", name, size, enc)
+            if not self._dedup(key, die):
+                self.canon[key] = db._new("float" if enc in _DW_ATE_FLOATS else "int", name, 0, size, off)
+        elif tag == "DW_TAG_unspecified_type":  # C++ nullptr_t, "void" in some producers
             db._new("int", self.name(die) or "void", 0, 0, off)
-            return False
-        if tag in _AGGREGATES:
+        elif tag in _AGGREGATES:
             self.aggregate(die, _AGGREGATES[tag])
-            return True
-        if tag == "DW_TAG_enumeration_type":
+        elif tag == "DW_TAG_enumeration_type":
             self.enumeration(die)
-            return True
-        if tag == "DW_TAG_array_type":
+        elif tag == "DW_TAG_array_type":
             self.array(die)
-            return True
-        if tag == "DW_TAG_subroutine_type":
+        elif tag == "DW_TAG_subroutine_type":
             tid = db._new("func_proto", "", self.ref(die) or 0, 0, off)
             self.fix_refs.append(tid)
             db.extra[tid] = self.params(die)
             self.fix_params.append(tid)
-            return True
-        if tag == "DW_TAG_subprogram":
+        elif tag == "DW_TAG_subprogram":
             self.subprogram(die)
-            return False  # local types inside the body
-        return False
 
     def aggregate(self, die, kind: str) -> None:
         db = self.db
         name = self.name(die)
         if "DW_AT_declaration" in die.attributes:
+            key = ("fwd", kind, name)
+            if name and self._dedup(key, die):
+                return
             tid = db._new("fwd", name, 0, 0, die.offset)
             if kind == "union":
                 db.fwd_union.add(tid)
             if name:
+                self.canon[key] = tid
                 db._index["struct"].setdefault(name, []).append(tid)
             return
-        tid = db._new(kind, name, 0, self.const(die, "DW_AT_byte_size", 0), die.offset)
+        size = self.const(die, "DW_AT_byte_size", 0)
+        # Every CU that includes a header repeats its structs: read each named one once.
+        key = (kind, name, size, self.const(die, "DW_AT_decl_line"))
+        if name and self._dedup(key, die):
+            return
+        tid = db._new(kind, name, 0, size, die.offset)
         if name:
+            self.canon[key] = tid
             db._index["struct"].setdefault(name, []).append(tid)
         members = []
-        nested = []
+        nested = False
         for child in die.iter_children():
             if child.tag == "DW_TAG_member":
                 if "DW_AT_external" in child.attributes or "DW_AT_declaration" in child.attributes:
                     continue  # C++ static member
                 members.append(self.member(child))
             else:
-                nested.append(child)
+                nested = True
         db.extra[tid] = members
         self.fix_members.append(tid)
-        for child in nested:
-            self.walk(child)
+        if nested:  # types declared inside (C++; C puts them at the top)
+            for child in die.iter_children():
+                if child.tag != "DW_TAG_member":
+                    self.visit(child, child.tag)
 
     def member(self, die) -> tuple:
         loc = die.attributes.get("DW_AT_data_member_location")
@@ -250,8 +278,13 @@ class _Reader:
     def enumeration(self, die) -> None:
         db = self.db
         name = self.name(die)
-        tid = db._new("enum", name, 0, self.const(die, "DW_AT_byte_size", 0), die.offset)
+        size = self.const(die, "DW_AT_byte_size", 0)
+        key = ("enum", name, size, self.const(die, "DW_AT_decl_line"), "DW_AT_declaration" in die.attributes)
+        if name and self._dedup(key, die):
+            return
+        tid = db._new("enum", name, 0, size, die.offset)
         if name:
+            self.canon[key] = tid
             db._index["enum"].setdefault(name, []).append(tid)
         signed = False
         under = self.ref(die)
@@ -303,12 +336,16 @@ class _Reader:
             self.fix_arrays.append(tid)
 
     def params(self, die) -> list:
+        """Formal parameters (they come first among a function's children)."""
         out = []
         for child in die.iter_children():
-            if child.tag == "DW_TAG_formal_parameter":
+            tag = child.tag
+            if tag == "DW_TAG_formal_parameter":
                 out.append((self.name(child), self.ref(child) or 0))
-            elif child.tag == "DW_TAG_unspecified_parameters":
+            elif tag == "DW_TAG_unspecified_parameters":
                 out.append(("", 0))
+            elif tag not in ("DW_TAG_template_type_param", "DW_TAG_template_value_param"):
+                break
         return out
 
     def subprogram(self, die) -> None:
@@ -320,7 +357,39 @@ class _Reader:
         params = None if origin else self.params(die)
         self.db._pending_funcs.append((die.offset, origin, self.name(die), self.ref(die) or 0, params, has_addr))
 
+    def resolve_missing(self) -> None:
+        """Read the type DIEs that references point to but the top-level walk did not record."""
+        db = self.db
+        tried: set[int] = set()
+        done = {"refs": 0, "members": 0, "params": 0, "arrays": 0, "funcs": 0}
+        while True:
+            want = set()
+            for tid in self.fix_refs[done["refs"]:]:
+                want.add(db.refs[tid])
+            for tid in self.fix_members[done["members"]:]:
+                want.update(t for _n, t, _b, _s in db.extra[tid])
+            for tid in self.fix_params[done["params"]:]:
+                want.update(t for _n, t in db.extra[tid])
+            for tid in self.fix_arrays[done["arrays"]:]:
+                want.add(db.extra[tid][0])
+            for f in db._pending_funcs[done["funcs"]:]:
+                want.add(f[3])
+                want.update(t for _n, t in (f[4] or ()))
+            done = {"refs": len(self.fix_refs), "members": len(self.fix_members), "params": len(self.fix_params),
+                    "arrays": len(self.fix_arrays), "funcs": len(db._pending_funcs)}
+            want = {o for o in want if o and o not in db._by_offset and o not in tried}
+            if not want or self.dwarf is None:
+                return
+            for off in sorted(want):
+                tried.add(off)
+                try:
+                    die = self.dwarf.get_DIE_from_refaddr(off)
+                except Exception:  # noqa: BLE001 (a bad reference in odd DWARF: it stays void)
+                    continue
+                self.visit(die, die.tag)
+
     def finish(self) -> None:
+        self.resolve_missing()
         db = self.db
         link = db._link
         for tid in self.fix_refs:
@@ -374,17 +443,42 @@ def _uleb(data) -> int:
     return result
 
 
-def load_dwarf(path: str | os.PathLike) -> DwarfTypes:
-    """TypeDB from the DWARF of an ELF file (vmlinux with CONFIG_DEBUG_INFO, or an object file)."""
+CACHE_DIRS = ("/var/cache/ipft-web", "~/.cache/ipft-web")
+CACHE_FORMAT = 1
+CACHE_MIN_SECONDS = 5.0  # only reads slower than this are worth a cache file
+
+
+def load_dwarf(path: str | os.PathLike, *, cache: bool = True, cache_dirs=CACHE_DIRS,
+               cache_min_seconds: float = CACHE_MIN_SECONDS) -> DwarfTypes:
+    """TypeDB from the DWARF of an ELF file (vmlinux with CONFIG_DEBUG_INFO, or an object file).
+
+    A whole vmlinux takes minutes with pyelftools, so a slow read is saved (JSON, keyed by the
+    file's path, size and mtime) under /var/cache/ipft-web/dwarf or ~/.cache/ipft-web/dwarf."""
     origin = str(path)
     p = Path(path)
     if not p.is_file():
         raise EnvError(f"--vmlinux {origin}: no such file")
+    cache_file = _cache_file(p, cache_dirs) if cache else None
+    if cache_file is not None:
+        db = _load_cache(cache_file, origin)
+        if db is not None:
+            log.info("type info of %s from cache %s", origin, cache_file)
+            return db
+    started = time.monotonic()
+    db = _read(p, origin)
+    if cache_file is not None and time.monotonic() - started >= cache_min_seconds:
+        _save_cache(db, cache_file)
+    return db
+
+
+def _read(p: Path, origin: str) -> DwarfTypes:
     try:
         from elftools.elf.elffile import ELFFile
     except ImportError:
         raise EnvError("pyelftools is missing: pip install pyelftools") from None
     db = DwarfTypes(origin)
+    no_debug = (f"{origin}: no DWARF debug info (need a vmlinux built with CONFIG_DEBUG_INFO, "
+                "e.g. from the linux-image-*-dbg package)")
     try:
         with open(p, "rb") as f:
             if f.read(4) != b"\x7fELF":
@@ -392,10 +486,9 @@ def load_dwarf(path: str | os.PathLike) -> DwarfTypes:
             f.seek(0)
             elf = ELFFile(f)
             if not elf.has_dwarf_info():
-                raise EnvError(f"{origin}: no DWARF debug info (need a vmlinux built with CONFIG_DEBUG_INFO, "
-                               "e.g. from the linux-image-*-dbg package)")
+                raise EnvError(no_debug)
             dwarf = elf.get_dwarf_info()
-            reader = _Reader(db)
+            reader = _Reader(db, dwarf)
             ncu = 0
             for cu in dwarf.iter_CUs():
                 reader.read_cu(cu)
@@ -408,6 +501,71 @@ def load_dwarf(path: str | os.PathLike) -> DwarfTypes:
     except Exception as exc:  # noqa: BLE001 (hostile/odd files: pyelftools raises anything)
         raise EnvError(f"{origin}: unreadable DWARF ({type(exc).__name__}: {exc})") from None
     if ncu == 0:
-        raise EnvError(f"{origin}: DWARF has no compile units")
+        raise EnvError(no_debug)
     log.info("read DWARF of %s: %d CUs, %d types, %d functions", origin, ncu, len(db), len(db._funcs))
     return db
+
+
+# -- cache ---------------------------------------------------------------------------------------
+def _cache_file(p: Path, cache_dirs) -> Path | None:
+    try:
+        st = p.stat()
+        ident = f"{os.path.realpath(p)}\0{st.st_size}\0{st.st_mtime_ns}\0{CACHE_FORMAT}"
+    except OSError:
+        return None
+    name = hashlib.sha256(ident.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".json"
+    for d in cache_dirs:
+        root = Path(os.path.expanduser(d)) / "dwarf"
+        probe = root
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        if probe.is_dir() and os.access(probe, os.W_OK):
+            return root / name
+    return None
+
+
+def _save_cache(db: DwarfTypes, target: Path) -> None:
+    data = {"format": CACHE_FORMAT, "origin": db.origin, "ptr_size": db.ptr_size, "kinds": db.kinds,
+            "names": db.names, "refs": db.refs, "sizes": db.sizes,
+            "extra": [[tid, value] for tid, value in db.extra.items()],
+            "fwd_union": sorted(db.fwd_union), "index": db._index,
+            "funcs": {name: list(v) for name, v in db._funcs.items()}}
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp.", dir=target.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, separators=(",", ":"))
+        os.replace(tmp, target)
+    except OSError as exc:
+        log.warning("could not save the DWARF cache %s: %s", target, exc)
+
+
+def _load_cache(path: Path, origin: str) -> DwarfTypes | None:
+    """The cached type records, or None if absent or not usable (then DWARF is read again)."""
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != CACHE_FORMAT:
+            return None
+        db = DwarfTypes(origin)
+        kinds, names, refs, sizes = data["kinds"], data["names"], data["refs"], data["sizes"]
+        n = len(kinds)
+        if not (len(names) == len(refs) == len(sizes) == n) or not all(isinstance(k, str) for k in kinds):
+            return None
+        db.kinds, db.names, db.refs, db.sizes = kinds, names, refs, sizes
+        db.ptr_size = int(data["ptr_size"])
+        for tid, value in data["extra"]:
+            kind = kinds[tid]
+            if kind in ("struct", "union"):
+                db.extra[tid] = [tuple(m) for m in value]
+            elif kind in ("func_proto", "enum"):
+                db.extra[tid] = [tuple(v) for v in value]
+            elif kind == "array":
+                db.extra[tid] = tuple(value)
+        db.fwd_union = set(data["fwd_union"])
+        db._index = {g: {k: list(v) for k, v in data["index"][g].items()} for g in ("struct", "enum", "typedef", "func")}
+        db._funcs = {name: (int(v[0]), int(v[1])) for name, v in data["funcs"].items()}
+        if any(not 0 <= r < n for r in refs) or any(not 0 <= fid < n for _r, fid in db._funcs.values()):
+            return None
+        return db
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None
