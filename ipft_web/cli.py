@@ -111,17 +111,17 @@ def trace(args) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         tracer.start()
-        st = tracer.stats()
-        if args.verbose:
-            if tracer.header_note:
-                sys.stderr.write(f"{tracer.header_note}\n")
-            for name, why in st["failed_funcs"].items():
-                sys.stderr.write(f"refused: {name}: {why}\n")
-        failed = f", {st['failed']} refused{'' if args.verbose else ' (-v lists them)'}" if st["failed"] else ""
-        sys.stderr.write(f"tracing {st['attached']} functions ({st['backend']}){failed}\n")
-        sys.stderr.flush()
-        deadline = time.monotonic() + args.duration if args.duration else None
-        with rules:
+        with rules:  # marking starts only once every probe is attached, and ends before detaching
+            st = tracer.stats()
+            if args.verbose:
+                if tracer.header_note:
+                    sys.stderr.write(f"{tracer.header_note}\n")
+                for name, why in st["failed_funcs"].items():
+                    sys.stderr.write(f"refused: {name}: {why}\n")
+            failed = f", {st['failed']} refused{'' if args.verbose else ' (-v lists them)'}" if st["failed"] else ""
+            sys.stderr.write(f"tracing {st['attached']} functions ({st['backend']}){failed}\n")
+            sys.stderr.flush()
+            deadline = time.monotonic() + args.duration if args.duration else None
             while not stop["now"] and (deadline is None or time.monotonic() < deadline):
                 tracer.poll(100)
             tracer.poll(0)
