@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import IN_GUEST, funcs, ipft_argv, summarize_journeys
+from ipft_testlib import IN_GUEST, funcs, ipft_argv, summarize_journeys
 
 MASK = 0xFFFF0000
 GUEST_MARK = 0x1234ABCD        # traced as -m 0x1234abcd --mask 0xffff0000: any 0x1234xxxx matches
@@ -206,7 +206,7 @@ def test_mask_matches_only_the_masked_bits(kprobe_session, netns):
 def test_exact_mark_text_output_and_sigterm(ipft, netns):
     """Default mask: only 0xdeadbeef itself; text output; SIGTERM flushes and exits 0."""
     h = ipft("-m", "0xdeadbeef", "-b", "kprobe", "-r", r"^(ip_rcv|icmp_rcv|icmp_echo)$")
-    assert (h.functions, h.backend) == (3, "kprobe"), h.stderr
+    assert h.backend == "kprobe" and h.functions >= 3, h.stderr
     ns = netns("exact")
     for dst, mark in (("127.0.0.4", 0xDEADBEEE), ("127.0.0.2", 0xDEADBEEF)):
         ns.iptables("-t", "raw", "-A", "OUTPUT", "-p", "1", "-d", dst, "-m", "comment",
