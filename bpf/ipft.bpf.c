@@ -8,6 +8,10 @@
 //
 // Generated code appended by ipft_web/program.py holds only integers: one
 // raw-tracepoint entry per skb tracepoint slot (IPFT_TP_SLOT(slot, argidx)).
+//
+// User-chosen fields (--field skb->dev->name) are offset chains in the ipft_fields map, filled by
+// ipft_web/fields/bpfmap.py: the program follows each chain with bounded probe reads and copies a
+// fixed-size value per field into the event. No field path ever reaches this text.
 
 #include <uapi/linux/ptrace.h>
 
@@ -18,6 +22,32 @@
 #define KIND_FREE 4     /* kfree_skbmem: the skb's memory goes back */
 
 #define UNSET16 0xffff
+
+#define IPFT_MAX_FIELDS 8
+#define IPFT_FIELD_SIZE 16
+#define IPFT_FIELD_DEREFS 4
+
+/* Where a field's chain starts (struct ipft_field.base). */
+#define FIELD_BASE_SKB 0       /* the skb itself */
+#define FIELD_BASE_HEAD32 1    /* skb->head + (u32 at skb + base_off): skb_shinfo() via skb->end */
+#define FIELD_BASE_HEAD16 2    /* skb->head + (u16 at skb + base_off): a header offset, 0xffff = unset */
+#define FIELD_BASE_PTR_LOW3 3  /* (u64 at skb + base_off) & ~7: skb->_nfct -> struct nf_conn */
+
+/* What happened reading a field (ipft_event.fstate[i]). */
+#define FIELD_OK 0
+#define FIELD_NULL 1        /* a NULL pointer on the way */
+#define FIELD_UNREADABLE 2  /* a probe read failed */
+#define FIELD_NO_HEADER 3   /* the header offset is unset */
+
+struct ipft_field {
+    u8 base;
+    u8 nderef;     /* pointers followed after the base (<= IPFT_FIELD_DEREFS) */
+    u8 size;       /* bytes copied at the end (<= IPFT_FIELD_SIZE) */
+    u8 pad;
+    s32 base_off;
+    s32 deref[IPFT_FIELD_DEREFS];
+    s32 off;       /* offset of the value in the last struct */
+};
 
 struct ipft_config {
     u32 mark;
@@ -46,12 +76,19 @@ struct ipft_event {
     u8 saddr[16];
     u8 daddr[16];
     char ifname[16];
+    /* Only sent when fields were asked for: fstate + the first nfields values. */
+    u8 fstate[IPFT_MAX_FIELDS];                 /* FIELD_OK / FIELD_NULL / ... */
+    u8 fval[IPFT_MAX_FIELDS][IPFT_FIELD_SIZE];
 };
+
+#define IPFT_EVENT_BASE_SIZE __builtin_offsetof(struct ipft_event, fstate)
 
 BPF_ARRAY(ipft_config, struct ipft_config, 1);
 BPF_TABLE("lru_hash", u64, u64, ipft_tracked, 65536);
 BPF_PERCPU_ARRAY(ipft_lost, u64, 1);
 BPF_RINGBUF_OUTPUT(ipft_events, IPFT_RINGBUF_PAGES);
+BPF_ARRAY(ipft_fields, struct ipft_field, IPFT_MAX_FIELDS);
+BPF_ARRAY(ipft_nfields, u32, 1);
 
 static __always_inline void ipft_read_tuple(struct ipft_event *e, void *skb)
 {
@@ -99,6 +136,71 @@ static __always_inline u32 ipft_netns_of(void *net_ptr_addr)
     if (net)
         bpf_probe_read_kernel(&inum, sizeof(inum), net + OFF_NET_INUM);
     return inum;
+}
+
+static __always_inline u8 ipft_read_field(u8 *out, void *skb, struct ipft_field *f)
+{
+    void *p = skb;
+    u8 base = f->base;
+
+    if (base == FIELD_BASE_HEAD32 || base == FIELD_BASE_HEAD16) {
+        unsigned char *head = NULL;
+        u32 off = 0;
+        bpf_probe_read_kernel(&head, sizeof(head), skb + OFF_SKB_HEAD);
+        if (!head)
+            return FIELD_NULL;
+        if (base == FIELD_BASE_HEAD32) {
+            if (bpf_probe_read_kernel(&off, sizeof(off), skb + f->base_off))
+                return FIELD_UNREADABLE;
+        } else {
+            u16 off16 = UNSET16;
+            bpf_probe_read_kernel(&off16, sizeof(off16), skb + f->base_off);
+            if (off16 == UNSET16)
+                return FIELD_NO_HEADER;
+            off = off16;
+        }
+        p = head + off;
+    } else if (base == FIELD_BASE_PTR_LOW3) {
+        u64 v = 0;
+        if (bpf_probe_read_kernel(&v, sizeof(v), skb + f->base_off))
+            return FIELD_UNREADABLE;
+        v &= ~7ULL;
+        if (!v)
+            return FIELD_NULL;
+        p = (void *)v;
+    }
+    u8 nderef = f->nderef;
+#pragma nounroll
+    for (int s = 0; s < IPFT_FIELD_DEREFS; s++) {
+        if (s < nderef) {
+            void *next = NULL;
+            if (bpf_probe_read_kernel(&next, sizeof(next), p + f->deref[s]))
+                return FIELD_UNREADABLE;
+            if (!next)
+                return FIELD_NULL;
+            p = next;
+        }
+    }
+    u32 size = f->size;  /* 0 is allowed (reads nothing) */
+    if (size > IPFT_FIELD_SIZE)
+        return FIELD_UNREADABLE;
+    if (bpf_probe_read_kernel(out, size, p + f->off))
+        return FIELD_UNREADABLE;
+    return FIELD_OK;
+}
+
+/* Reads the first n configured fields into the event. */
+static __always_inline void ipft_read_fields(struct ipft_event *e, void *skb, u32 n)
+{
+#pragma nounroll
+    for (int i = 0; i < IPFT_MAX_FIELDS; i++) {
+        if (i < n) {
+            u32 idx = i;
+            struct ipft_field *f = ipft_fields.lookup(&idx);
+            if (f)
+                e->fstate[i] = ipft_read_field(e->fval[i], skb, f);
+        }
+    }
 }
 
 static __always_inline int ipft_hit(void *ctx, void *skb, u64 addr, u8 kind,
@@ -151,7 +253,17 @@ static __always_inline int ipft_hit(void *ctx, void *skb, u64 addr, u8 kind,
     if (kind != KIND_FREE)
         ipft_read_tuple(&e, skb);
 
-    if (ipft_events.ringbuf_output(&e, sizeof(e), 0)) {
+    /* Fields are not read at kfree_skbmem: the data behind the skb is gone by then. */
+    u64 size = IPFT_EVENT_BASE_SIZE;
+    u32 *nfields = ipft_nfields.lookup(&zero);
+    u32 n = nfields ? *nfields : 0;
+    if (n > IPFT_MAX_FIELDS)
+        n = IPFT_MAX_FIELDS;
+    if (n && kind != KIND_FREE) {
+        ipft_read_fields(&e, skb, n);
+        size = IPFT_EVENT_BASE_SIZE + IPFT_MAX_FIELDS + n * IPFT_FIELD_SIZE;
+    }
+    if (ipft_events.ringbuf_output(&e, size, 0)) {
         u64 *lost = ipft_lost.lookup(&zero);
         if (lost)
             *lost += 1;

@@ -19,6 +19,9 @@ examples:
   sudo ipft -m 0xdeadbeef -r '^(ip|icmp)_'    only the functions matching a regex
   sudo ipft -m 0xdeadbeef -o json --duration 10 > journeys.jsonl
   sudo ipft -m 0xdeadbeef -o aggregate        how many packets took each distinct path
+  sudo ipft -m 0xdeadbeef --field skb->len --field shinfo->gso_segs --field skb->dev->name
+                                              show these fields of the skb at each function
+  sudo ipft -m 0xdeadbeef -s gso              an installed field script (--scripts lists them)
   ping -c1 127.0.0.2                          ... then watch the packet's journey
   sudo ipft -m 0xdeadbeef --mark-rule tx,icmp,dst=127.0.0.2
                                               add the marking rule for the trace's duration
@@ -50,6 +53,12 @@ def build_parser() -> Parser:
     p.add_argument("--idle-timeout", type=float, default=1.0, metavar="SECONDS",
                    help="emit a journey whose skb was not freed after this long without hits (default 1)")
     p.add_argument("--vmlinux", metavar="PATH", help="ELF with DWARF debug info, for kernels without BTF")
+    p.add_argument("--field", action="append", metavar="PATH", dest="fields",
+                   help="also record this field at each function, e.g. skb->len, skb->dev->name, "
+                        "shinfo->gso_type, tcph->seq (repeatable, at most 8; docs/fields.md)")
+    p.add_argument("-s", "--script", metavar="NAME|FILE",
+                   help="a field script: the name of an installed one, or a .toml file")
+    p.add_argument("--scripts", action="store_true", help="list the installed field scripts and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="say more: functions refused, headers used")
     p.add_argument("--doctor", action="store_true", help="check this machine (bcc, BTF, backends, headers) and exit")
     from .marks.cli import add_arguments as add_mark_rule_arguments
@@ -77,6 +86,14 @@ def list_functions(args) -> int:
     return 0
 
 
+def list_scripts() -> int:
+    from .fields import scripts
+    for s in scripts.installed():
+        sys.stdout.write(f"{s.name:<16} {s.description}\n{'':<16} {' '.join(s.fields)}\n")
+    sys.stderr.write("installed in: " + ", ".join(str(d) for d in scripts.dirs()) + "\n")
+    return 0
+
+
 def trace(args) -> int:
     from .tracer import Tracer
 
@@ -84,8 +101,12 @@ def trace(args) -> int:
         raise UsageError("-m/--mark is required for tracing (e.g. -m 0xdeadbeef); -l lists functions")
     if args.duration is not None and not 0 < args.duration <= 365 * 86400:
         raise UsageError("--duration must be a positive number of seconds")
+    fields = list(args.fields or [])
+    if args.script:
+        from .fields import scripts
+        fields = scripts.resolve_choice(args.script).fields + fields
     config = TraceConfig(mark=args.mark, mask=args.mask, regex=args.regex, backend=args.backend,
-                         idle_timeout=args.idle_timeout, vmlinux=args.vmlinux)
+                         idle_timeout=args.idle_timeout, vmlinux=args.vmlinux, fields=fields)
     agg = Aggregate()
     out = sys.stdout
 
@@ -147,6 +168,8 @@ def main(argv=None) -> int:
         if args.doctor:
             from .doctor import main as doctor_main
             return doctor_main([], vmlinux=args.vmlinux)
+        if args.scripts:
+            return list_scripts()
         return list_functions(args) if args.list else trace(args)
     except (UsageError, EnvError) as exc:
         sys.stderr.write(f"ipft: error: {exc}\n")

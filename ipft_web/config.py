@@ -53,6 +53,8 @@ class TraceConfig:
     backend: str = "auto"
     idle_timeout: float = 1.0
     vmlinux: str | None = None   # ELF with DWARF, for kernels without BTF
+    fields: list | None = None   # field specs like "skb->len", "shinfo->gso_type" (docs/fields.md)
+    script: str | None = None    # name of an installed field script; its fields come first
 
     def __post_init__(self):
         self.mark = parse_u32(self.mark, "mark")
@@ -62,6 +64,24 @@ class TraceConfig:
             raise UsageError(f"backend must be one of {', '.join(BACKENDS)}, got {str(self.backend)[:40]!r}")
         if not (isinstance(self.idle_timeout, (int, float)) and 0.01 <= self.idle_timeout <= 3600):
             raise UsageError("idle timeout must be between 0.01 and 3600 seconds")
+        from .fields import paths, scripts
+        wanted = []
+        if self.script is not None and self.script != "":
+            wanted.extend(scripts.load(self.script).fields)
+        if self.fields is not None and not isinstance(self.fields, (list, tuple)):
+            raise UsageError("fields must be a list of strings like [\"skb->len\"]")
+        if len(self.fields or []) > 4 * paths.MAX_FIELDS:
+            raise UsageError(f"at most {paths.MAX_FIELDS} fields can be traced at once")
+        wanted.extend(self.fields or [])
+        specs, seen = [], set()
+        for spec in (paths.parse(f) for f in wanted):   # a script's field given again is kept once
+            if spec.name not in seen:
+                seen.add(spec.name)
+                specs.append(spec)
+        if len(specs) > paths.MAX_FIELDS:
+            raise UsageError(f"at most {paths.MAX_FIELDS} fields can be traced at once, got {len(specs)}")
+        self.field_specs = specs          # the script's fields, then the user's, parsed
+        self.fields = list(self.fields or [])
 
     def matches(self, name: str) -> bool:
         return self.pattern is None or self.pattern.search(name) is not None

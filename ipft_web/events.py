@@ -5,7 +5,8 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-# Must match struct ipft_event: 4 x u64, 6 x u32, 4 x u8, u8[4], u16, u16, u32, u8[16], u8[16], char[16].
+# Must match struct ipft_event up to fstate: 4 x u64, 6 x u32, 4 x u8, u8[4], u16, u16, u32, u8[16],
+# u8[16], char[16]. Events of sessions with fields carry u8 fstate[8] + 16 bytes per field after it.
 EVENT = struct.Struct("<4Q6I4B4sHHI16s16s16s")
 EVENT_SIZE = EVENT.size  # 120
 
@@ -34,13 +35,14 @@ class RawEvent:
     saddr: bytes
     daddr: bytes
     ifname: bytes
+    fields: bytes = b""   # fstate[8] + values, when the session asked for fields
 
 
 def decode(data: bytes) -> RawEvent:
     (skb, ts, addr, location, cpu, length, mark, ifindex, netns, reason,
      family, l4proto, kind, _pad, l4, ip_id, _pad2, _pad3, saddr, daddr, ifname) = EVENT.unpack_from(data)
     return RawEvent(skb, ts, addr, location, cpu, length, mark, ifindex, netns, reason,
-                    family, l4proto, kind, l4, ip_id, saddr, daddr, ifname)
+                    family, l4proto, kind, l4, ip_id, saddr, daddr, ifname, bytes(data[EVENT_SIZE:]))
 
 
 def tuple_of(ev: RawEvent) -> dict | None:

@@ -34,6 +34,7 @@ class Hit:
     end: str | None = None          # None, "free" (memory freed), "freeing" (consume/kfree_skb)
     drop_reason: str | None = None
     drop_func: str | None = None
+    fields: dict | None = None      # {"skb->len": 84, ...} when the session asked for fields
 
 
 @dataclass
@@ -122,6 +123,14 @@ class Assembler:
         self.on_journey(to_json(j, end))
 
 
+def _hit_json(h: Hit, start: int) -> dict:
+    out = {"func": h.func, "kind": h.kind, "t_ns": h.ts - start, "cpu": h.cpu, "len": h.len,
+           "mark": h.mark, "ifindex": h.ifindex, "dev": h.dev, "netns": h.netns}
+    if h.fields is not None:
+        out["fields"] = h.fields
+    return out
+
+
 def to_json(j: _Open, end: str) -> dict:
     start = j.hits[0].ts
     dev = j.dev_hit or j.first
@@ -135,11 +144,7 @@ def to_json(j: _Open, end: str) -> dict:
         "netns": dev.netns,
         "start_ns": start,
         "duration_ns": j.hits[-1].ts - start,
-        "hits": [
-            {"func": h.func, "kind": h.kind, "t_ns": h.ts - start, "cpu": h.cpu, "len": h.len,
-             "mark": h.mark, "ifindex": h.ifindex, "dev": h.dev, "netns": h.netns}
-            for h in j.hits
-        ],
+        "hits": [_hit_json(h, start) for h in j.hits],
         "drop_reason": j.drop_reason,
         "drop_func": j.drop_func,
         "end": end,

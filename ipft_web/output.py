@@ -29,13 +29,25 @@ def _us(ns: int) -> str:
     return f"{ns / 1000:.3f}us"
 
 
+def _value(v) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    text = str(v)
+    return json.dumps(text) if (not text or any(c.isspace() or c in "\"=" for c in text)) else text
+
+
 def format_text(j: dict) -> str:
     head = (f"{j['skb']} {describe_tuple(j.get('tuple'))}  mark 0x{j['mark']:x}"
             f"  dev {j.get('dev') or '-'}  netns {j.get('netns') or '-'}"
             f"  ({len(j['hits'])} hits, {_us(j['duration_ns'])}, {j['end']})")
     lines = [head]
     for h in j["hits"]:
-        lines.append(f"  +{h['t_ns'] / 1000:>10.3f}us  cpu{h['cpu']:<3} len {h['len']:<6} {h.get('dev') or '-':<10} {h['func']}")
+        line = f"  +{h['t_ns'] / 1000:>10.3f}us  cpu{h['cpu']:<3} len {h['len']:<6} {h.get('dev') or '-':<10} {h['func']}"
+        if h.get("fields"):
+            line += "  " + " ".join(f"{k}={_value(v)}" for k, v in h["fields"].items())
+        lines.append(line)
     if j.get("truncated_hits"):
         lines.append(f"  ... {j['truncated_hits']} more hits not kept")
     if j.get("drop_reason"):

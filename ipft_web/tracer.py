@@ -13,7 +13,8 @@ import os
 import threading
 import time
 
-from . import program
+from . import fields, program
+from .fields import bpfmap as fields_bpfmap
 from .config import TraceConfig
 from .errors import EnvError, UsageError
 from .events import (KIND_CONSUME, KIND_DROP, KIND_FREE, KIND_KPROBE, KIND_TP, decode, ifname_of,
@@ -85,6 +86,7 @@ class Tracer:
         self._lock = threading.Lock()
         self.assembler = None
         self.symbolize = None
+        self.fieldset = None
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -103,6 +105,7 @@ class Tracer:
         kernel = self.kernel or KernelView.load(vmlinux=self.config.vmlinux)
         self.kernel = kernel
         backend = self._choose_backend(kernel)
+        self.fieldset = self._resolve_fields(kernel)   # a bad path fails here, before anything is loaded
         functions, tp_slots = self._targets(kernel, backend)
         chosen = [f.name for f in functions] + [kernel.tracepoints[s].label for s in tp_slots]
         if not any(self.config.matches(name) for name in chosen):
@@ -123,6 +126,7 @@ class Tracer:
         t1 = time.monotonic()
         self.lost_base = program.lost_events(self.bpf)
         program.set_filter(self.bpf, self.config.mark, self.config.mask)
+        fields_bpfmap.load(self.bpf, self.fieldset.fields)
         prog.sink = self._on_event
 
         free_traced = any(f.name == "kfree_skbmem" for f in functions)
@@ -150,6 +154,11 @@ class Tracer:
         self.timings["start"] = round(time.monotonic() - t0, 3)
         self.state = "tracing"
         self.started_at = time.time()
+
+    def _resolve_fields(self, kernel):
+        from .fields.decode import FieldSet
+        specs = getattr(self.config, "field_specs", [])
+        return FieldSet(kernel.typedb, fields.resolve_all(kernel.typedb, specs))
 
     def _choose_backend(self, kernel) -> str:
         from .backends import IMPLEMENTED
@@ -225,6 +234,7 @@ class Tracer:
             "journeys": self.journeys,
             "headers": self.header_note,
             "timings": dict(self.timings),
+            "fields": self.fieldset.info() if self.fieldset else [],
         }
 
     # -- events --------------------------------------------------------------------------
@@ -264,4 +274,5 @@ class Tracer:
         return Hit(skb=ev.skb, ts=ev.ts, func=func, kind=kind, cpu=ev.cpu, len=ev.len, mark=ev.mark,
                    ifindex=ev.ifindex, dev=ifname_of(ev), netns=ev.netns, tuple=tuple_of(ev), end=end,
                    ip_id=ev.ip_id if ev.family == 4 else None,
-                   drop_reason=drop_reason, drop_func=drop_func)
+                   drop_reason=drop_reason, drop_func=drop_func,
+                   fields=self.fieldset.decode(ev.fields) if self.fieldset else None)
