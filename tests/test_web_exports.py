@@ -18,7 +18,8 @@ from web_fixtures import AUTH, SAMPLE, load_journeys, make_app, recordings, wait
     ("net:netif_receive_skb", "device"), ("skb:kfree_skb", "skb"), ("skb:consume_skb", "skb"),
     ("kfree_skbmem", "skb"), ("consume_skb", "skb"), ("kfree_skb_reason", "skb"), ("skb_release_data", "skb"),
     ("sock_def_readable", "socket"), ("skb_copy_datagram_iter", "socket"), ("qdisc:qdisc_dequeue", "tc"),
-    ("tcp:tcp_retransmit_skb", "tcp"), ("something_else", "other"),
+    ("tcp:tcp_retransmit_skb", "tcp"), ("skb:skb_copy_datagram_iovec", "socket"),
+    ("net:netif_rx_entry", "device"), ("icmp:icmp_send", "icmp"), ("tcp:tcp_probe", "tcp"), ("something_else", "other"),
 ])
 def test_layers(func, layer):
     assert layers.load().classify(func) == layer

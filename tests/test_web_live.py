@@ -2,6 +2,7 @@
 client, Host check on the wire (HTTP, Engine.IO polling and the WebSocket upgrade), the event loop
 staying responsive while the tracer attaches, clean shutdown on SIGTERM, and the command line."""
 import http.client
+import json
 import time
 
 import pytest
@@ -35,7 +36,7 @@ def raw_get(port, path, host):
 def client(server, **kw):
     sio = socketio.Client(reconnection=False)
     got = {"journeys": [], "status": [], "ended": []}
-    sio.on("journeys", lambda m: got["journeys"].extend(m["journeys"]))
+    sio.on("journeys", lambda m: got["journeys"].extend(json.loads(m)["journeys"]))
     sio.on("status", lambda m: got["status"].append(m))
     sio.on("ended", lambda m: got["ended"].append(m))
     sio.connect(server.base, wait_timeout=10, **kw)
@@ -185,6 +186,21 @@ def test_port_in_use(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(f"ipft-web: error: cannot listen on 127.0.0.1:{port}")
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_second_server_on_the_same_port_fails(tmp_path, mode):
+    import subprocess
+    import sys
+    srv = Server(tmp_path, async_mode=mode)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "ipft_web.web.server", "--port", str(srv.port), "--data-dir",
+                               str(tmp_path / "other"), "--token", TOKEN, "--tracer", f"replay:{SAMPLE}",
+                               "--async-mode", mode], capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 2
+        assert f"cannot listen on 127.0.0.1:{srv.port}" in proc.stderr
+    finally:
+        srv.stop()
 
 
 def test_host_warning_and_url():

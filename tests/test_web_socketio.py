@@ -1,4 +1,6 @@
 """Socket.IO in process (Flask-SocketIO's test client): auth at connect, live status and journeys."""
+import json
+
 import pytest
 
 from web_fixtures import AUTH, TOKEN, make_app, wait_for
@@ -9,6 +11,12 @@ def app_sio(tmp_path):
     app, sio = make_app(tmp_path, speed=4)
     yield app, sio
     app.extensions["ipft_web"].sessions.shutdown()
+
+
+def batch(arg):
+    """A "journeys" event: binary UTF-8 JSON {"session", "journeys"}."""
+    assert isinstance(arg, (bytes, bytearray))
+    return json.loads(arg)
 
 
 def events(client, name):
@@ -63,8 +71,9 @@ def test_live_session_reaches_every_browser(app_sio):
         for key, c in (("a", a), ("b", b)):
             for e in c.get_received():
                 if e["name"] == "journeys":
-                    assert e["args"][0]["session"] == sid
-                    got[key] += e["args"][0]["journeys"]
+                    msg = batch(e["args"][0])
+                    assert msg["session"] == sid
+                    got[key] += msg["journeys"]
                 elif e["name"] == "ended":
                     ends[key].append(e["args"][0])
                 elif e["name"] == "status" and key == "a":
@@ -92,7 +101,7 @@ def test_journeys_are_batched(tmp_path):
         batches = []
 
         def collect():
-            batches.extend(len(e["args"][0]["journeys"]) for e in c.get_received() if e["name"] == "journeys")
+            batches.extend(len(batch(e["args"][0])["journeys"]) for e in c.get_received() if e["name"] == "journeys")
             return sum(batches) >= 260
         wait_for(collect, timeout=15, what="260 journeys")
         assert sum(batches) == 260

@@ -10,7 +10,7 @@ import warnings
 
 from ..errors import EnvError, UsageError
 from . import auth as auth_mod
-from . import tracers
+from . import runner, tracers
 from .hostcheck import is_loopback
 from .store import default_data_dir
 
@@ -128,6 +128,12 @@ def main(argv=None) -> int:
 
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)   # request logs would show the token
+    ctx = app.extensions["ipft_web"]
+    try:
+        sock = runner.bind(args.host, args.port, args.async_mode)
+    except OSError as exc:
+        ctx.store.close()
+        return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     warning = _host_warning(args.host)
     if warning:
         print(warning, file=sys.stderr)
@@ -135,18 +141,11 @@ def main(argv=None) -> int:
         print(f"{PROG}: TEST MODE: replaying {choice.path} instead of tracing", file=sys.stderr)
     print(f"{PROG}: open {url_for(args.host, args.port, token)}", flush=True)
 
-    ctx = app.extensions["ipft_web"]
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        run_kwargs = {"host": args.host, "port": args.port, "debug": False, "use_reloader": False,
-                      "log_output": False}
-        if args.async_mode == "threading":
-            run_kwargs["allow_unsafe_werkzeug"] = True
-        socketio.run(app, **run_kwargs)
+        runner.serve(app, sock, args.host, args.port, args.async_mode)
     except KeyboardInterrupt:
         pass
-    except OSError as exc:
-        return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     finally:
         ctx.sessions.shutdown()
         _marks_cleanup()

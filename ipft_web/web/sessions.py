@@ -6,7 +6,8 @@ about every 100 ms, then detach off the event loop. It uses only socketio.start_
 socketio.sleep and socketio.emit, so eventlet and threading modes behave alike.
 
 Socket.IO events (server -> browsers): "status" {session, tracer, progress, rates},
-"journeys" {"session": id, "journeys": [Journey, ...]}, "ended" {session}.
+"journeys" (binary: UTF-8 JSON {"session": id, "journeys": [Journey, ...]}, built from the text the
+store keeps, so a batch is serialised once), "ended" {session}.
 """
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ class _Live:
 class SessionManager:
     def __init__(self, socketio, store, tracer_factory, tracer_label: str, max_journeys: int = 20000,
                  keep_sessions: int = 50, emit_interval: float = 0.1, poll_interval: float = 0.02,
-                 status_interval: float = 0.5, max_batch: int = 2000):
+                 status_interval: float = 0.5, max_batch: int = 500):
         self.socketio = socketio
         self.store = store
         self.factory = tracer_factory
@@ -140,7 +141,7 @@ class SessionManager:
             except Exception as exc:
                 log.error("stopping the tracer failed: %s", one_line(exc))
         try:
-            self._flush(live, emit=False, everything=True)
+            self._flush(live, emit=False)
             self._finish(live, "stopped", None, emit=False)
         except Exception as exc:  # the store may be gone already
             log.error("could not record the end of session %s: %s", live.id, one_line(exc))
@@ -187,7 +188,7 @@ class SessionManager:
             offhub.wait(self.socketio, job, tick=lambda: self._emit_status(live))
         except Exception as exc:
             self._stop_tracer(live)
-            self._flush(live, everything=True)
+            self._flush(live)
             self._finish(live, "error", one_line(exc))
             return
         if not live.stop_requested:
@@ -200,7 +201,7 @@ class SessionManager:
                 live.tracer.poll(0)
             except Exception as exc:
                 self._stop_tracer(live)
-                self._flush(live, everything=True)
+                self._flush(live)
                 self._finish(live, "error", one_line(exc))
                 return
             now = time.monotonic()
@@ -218,7 +219,7 @@ class SessionManager:
         live.state = "stopping"
         self._emit_status(live)
         error = self._stop_tracer(live)
-        self._flush(live, everything=True)
+        self._flush(live)
         self._finish(live, "error" if error else "stopped", error)
 
     def _stop_tracer(self, live: _Live) -> str | None:
@@ -232,22 +233,27 @@ class SessionManager:
             return "detaching failed: " + one_line(exc)
         return None
 
-    def _flush(self, live: _Live, emit: bool = True, everything: bool = False) -> None:
+    def _flush(self, live: _Live, emit: bool = True) -> None:
+        """Store and emit what the tracer produced, in batches, yielding to the event loop between them."""
+        first = True
         while live.buffer:
+            if not first:
+                self.socketio.sleep(0)
+            first = False
             batch = []
             while live.buffer and len(batch) < self.max_batch:
                 batch.append(live.buffer.popleft())
             room = max(live.cap - live.kept, 0)
-            kept, dropped_over_cap = batch[:room], len(batch) - min(room, len(batch))
-            live.over_cap += dropped_over_cap
-            if kept:
-                self.store.add_journeys(live.id, kept)
-                live.kept += len(kept)
-                live.drops += sum(1 for j in kept if j.get("drop_reason"))
-                if emit:
-                    self._emit("journeys", {"session": live.id, "journeys": kept})
-            if not everything:
-                break
+            kept = batch[:room]
+            live.over_cap += len(batch) - len(kept)
+            if not kept:
+                continue
+            texts = self.store.add_journeys(live.id, kept)
+            live.kept += len(kept)
+            live.drops += sum(1 for j in kept if j.get("drop_reason"))
+            if emit:
+                payload = '{"session":%d,"journeys":[%s]}' % (live.id, ",".join(texts))
+                self._emit("journeys", payload.encode())
 
     def _finish(self, live: _Live, state: str, error: str | None, emit: bool = True) -> None:
         with self.lock:

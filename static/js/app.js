@@ -84,7 +84,9 @@ function connect() {
     $("#conn").title = err && err.message ? err.message : "cannot connect";
   });
   socket.on("status", (s) => updateStatus(s));
-  socket.on("journeys", (msg) => {
+  const utf8 = new TextDecoder();
+  socket.on("journeys", (buf) => {       // binary: UTF-8 JSON {session, journeys}
+    const msg = JSON.parse(utf8.decode(buf));
     if (msg.session === st.viewed) addJourneys(msg.journeys);
   });
   socket.on("ended", async (msg) => {

@@ -4,13 +4,16 @@ import {s, clear} from "./dom.js";
 import {dur, ticks} from "./format.js";
 
 const GUTTER = 132, PAD_R = 28, AXIS = 30, LANE = 34, CHAR = 6.1;
-export const DROP_FUNCS = new Set(["skb:kfree_skb", "kfree_skb_reason", "kfree_skb", "sk_skb_reason_drop"]);
+// Where the drop shows: the skb:kfree_skb tracepoint (it carries the reason), else the free function.
+const DROP_FUNCS = ["skb:kfree_skb", "kfree_skb_reason", "sk_skb_reason_drop", "kfree_skb"];
 
 export function dropIndex(j) {
   if (!j.drop_reason) return -1;
-  let idx = -1;
-  j.hits.forEach((h, i) => { if (idx < 0 && DROP_FUNCS.has(h.func)) idx = i; });
-  return idx < 0 ? j.hits.length - 1 : idx;
+  for (const name of DROP_FUNCS) {
+    const i = j.hits.findIndex((h) => h.func === name);
+    if (i >= 0) return i;
+  }
+  return j.hits.length - 1;
 }
 
 export function renderSwimlane(host, j, layers, opts = {}) {
@@ -111,7 +114,7 @@ export function renderSwimlane(host, j, layers, opts = {}) {
     } else {
       g.append(s("circle", {class: "marker", r: 4.5, fill: layers.color(layer)}));
     }
-    g.append(s("circle", {class: "hit-area", r: 10}));
+    g.append(s("circle", {class: "hit-area", r: isDrop ? 10 : 7}));
     const show = (ev) => opts.onHover && opts.onHover(i, ev);
     g.addEventListener("mouseenter", show);
     g.addEventListener("mousemove", show);
@@ -120,8 +123,10 @@ export function renderSwimlane(host, j, layers, opts = {}) {
     g.addEventListener("blur", () => opts.onHover && opts.onHover(-1));
     g.addEventListener("click", () => opts.onSelect && opts.onSelect(i));
     markers.push(g);
-    svg.append(g);
   });
+  // the drop last, so it is on top of its neighbours
+  markers.forEach((g, i) => { if (i !== drop) svg.append(g); });
+  if (drop >= 0) svg.append(markers[drop]);
 
   if (drop >= 0) {
     // the reason in a footer row under the lanes, tied to the red marker by a leader line

@@ -1,0 +1,191 @@
+"""The dashboard in Chromium: log in with the token, start a session, watch journeys arrive, open a
+swimlane (lanes, markers, the drop), the overview and aggregate views, two browsers on one session,
+and 10,000 journeys in the list. Takes docs/img/swimlane.png."""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from web_fixtures import REPO, SAMPLE, TOKEN, Server, wait_for
+
+pytestmark = pytest.mark.browser
+SCREENSHOT = REPO / "docs" / "img" / "swimlane.png"
+
+
+def count(page, selector) -> int:
+    return page.locator(selector).count()
+
+
+def wait_count(page, selector, n, timeout=20.0):
+    return wait_for(lambda: count(page, selector) >= n, timeout, what=f"{n} x {selector}")
+
+
+def list_total(page) -> int:
+    text = page.locator("#plist-count").inner_text().replace(",", "")
+    m = re.search(r"(\d+)$", text)
+    return int(m.group(1)) if m else 0
+
+
+def login_and_start(page, server, scenario):
+    page.goto(server.url)
+    assert page.url == server.base + "/", "the token must leave the address bar"
+    page.fill("#f-mark", scenario.mark)
+    page.fill("#f-regex", scenario.regex)
+    page.click("#btn-start")
+    if scenario.traffic:
+        wait_for(lambda: page.locator("#state-pill").inner_text().lower() == "tracing", 120, what="tracing")
+        scenario.traffic()
+    wait_for(lambda: list_total(page) >= scenario.min_journeys, 60, what=f"{scenario.min_journeys} journeys")
+
+
+def test_token_login(page, server, chromium):
+    page.goto(server.url)
+    assert page.url == server.base + "/"
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    auth = cookies["ipft_web_auth"]
+    assert auth["httpOnly"] and auth["sameSite"] == "Strict"
+    assert page.locator("#state-pill").inner_text().lower() == "idle"
+    # a browser without the cookie sees the sign-in page, and the form lets it in
+    other = chromium.new_context()
+    p2 = other.new_page()
+    resp = p2.goto(server.base + "/")
+    assert resp.status == 401
+    p2.fill("input[name=token]", TOKEN)
+    p2.click("button[type=submit]")
+    p2.wait_for_selector("#state-pill")
+    assert p2.url == server.base + "/"
+    other.close()
+    assert page.console_log.ours() == []
+
+
+def test_swimlane(page, server, scenario):
+    login_and_start(page, server, scenario)
+    assert page.locator("#conn").get_attribute("class") == "conn on"
+    assert page.locator("#state-pill").inner_text().lower() in ("tracing", "attaching")
+    if scenario.expect_drop:
+        page.check("#f-drops")
+        wait_for(lambda: count(page, ".prow.dropped") >= 1 and count(page, ".prow") == count(page, ".prow.dropped"),
+                 what="only dropped packets listed")
+    page.locator(".prow").first.click()
+    page.wait_for_selector("svg.swimlane")
+    jid = int(page.locator(".prow.selected .c-id").inner_text().lstrip("#"))
+    sid = int(server.get("/api/sessions")[1]["sessions"][0]["id"])
+    journeys = server.get(f"/api/sessions/{sid}/journeys")[1]["journeys"]
+    j = next(x for x in journeys if x["id"] == jid)
+
+    used = page.locator(".lane-label.used").all_text_contents()
+    for lane in scenario.lanes:
+        assert lane in used
+    assert count(page, "svg.swimlane .hit") == len(j["hits"])
+    hits = page.locator("svg.swimlane .hit")
+    pairs = sorted((int(hits.nth(i).get_attribute("data-index")), hits.nth(i).get_attribute("data-func"))
+                   for i in range(len(j["hits"])))
+    assert [f for _, f in pairs] == [h["func"] for h in j["hits"]]
+    assert count(page, "#hits tbody tr") == len(j["hits"])
+    if scenario.expect_drop:
+        assert count(page, "svg.swimlane .hit.drop") == 1
+        label = page.locator("svg.swimlane .drop-label text").text_content()
+        assert label == f"DROPPED {j['drop_reason']}" + (f" in {j['drop_func']}" if j["drop_func"] else "")
+        assert count(page, "#hits tbody tr.drop") == 1
+        marker = page.locator("svg.swimlane .hit.drop")
+    else:
+        marker = page.locator("svg.swimlane .hit").nth(min(3, len(j["hits"]) - 1))
+    marker.hover()
+    tip = page.locator("#tooltip")
+    tip.wait_for(state="visible")
+    text = tip.inner_text()
+    func = marker.get_attribute("data-func")
+    assert func in text and "Δt" in text and "cpu" in text and "netns" in text
+    if scenario.expect_drop:
+        assert j["drop_reason"] in text
+
+    if scenario.name == "replay-sample":
+        page.uncheck("#f-drops")
+        page.fill("#f-filter", "tcp 8081")
+        wait_for(lambda: count(page, ".prow") == 2, what="two dropped SYNs")
+        page.locator(".prow").first.click()
+        page.locator("svg.swimlane .hit.drop").hover()
+        time.sleep(0.3)
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT))
+    assert page.console_log.ours() == []
+
+
+def test_even_spacing_overview_and_aggregate(page, server, scenario):
+    login_and_start(page, server, scenario)
+    total = list_total(page)
+    page.locator(".prow").first.click()
+    xs_time = [page.locator(f"svg.swimlane .hit[data-index='{i}']").get_attribute("transform") for i in range(2)]
+    page.click(".seg-btn[data-mode=even]")
+    xs_even = [page.locator(f"svg.swimlane .hit[data-index='{i}']").get_attribute("transform") for i in range(2)]
+    assert xs_time[0] == xs_even[0] and xs_time[1] != xs_even[1]
+
+    page.click(".tab[data-tab=overview]")
+    wait_count(page, ".ov-row", min(total, 10))
+    page.locator(".ov-row").nth(1).click()                   # back to the swimlane of that packet
+    page.wait_for_selector("#tab-swimlane:not([hidden])")
+
+    page.click(".tab[data-tab=aggregate]")
+    wait_count(page, ".path-row", 1)
+    counts = [int(x.replace(",", "")) for x in page.locator(".path-row .p-count").all_inner_texts()]
+    assert sum(counts) == list_total(page) and counts == sorted(counts, reverse=True)
+    assert count(page, ".frow") >= 1
+    page.locator(".path-row button.link").first.click()      # "packets": the list shows that path only
+    page.wait_for_selector("#tab-swimlane:not([hidden])")
+    wait_for(lambda: count(page, ".prow") == counts[0], what="list filtered to one path")
+    assert page.console_log.ours() == []
+
+
+def test_two_browsers_watch_one_session(page, chromium, server, scenario):
+    other = chromium.new_context(viewport={"width": 1200, "height": 800})
+    p2 = other.new_page()
+    p2.goto(server.url)
+    p2.wait_for_selector("#conn.on")
+    login_and_start(page, server, scenario)
+    wait_for(lambda: list_total(p2) >= scenario.min_journeys, 30, what="the second browser to follow")
+    assert p2.locator("#state-pill").inner_text().lower() == page.locator("#state-pill").inner_text().lower()
+    page.click("#btn-stop")
+    wait_for(lambda: p2.locator("#state-pill").inner_text().lower() == "stopped", 30, what="stopped in browser 2")
+    assert p2.locator("#btn-start").is_enabled()
+    other.close()
+
+
+def test_ten_thousand_journeys(page, tmp_path, request):
+    srv = Server(tmp_path, tracer=f"replay:{SAMPLE}",
+                 extra_env={"IPFT_WEB_REPLAY_SPEED": "0", "IPFT_WEB_REPLAY_REPEAT": "770"})   # 10,010
+    try:
+        page.goto(srv.url)
+        t0 = time.monotonic()
+        page.click("#btn-start")
+        wait_for(lambda: list_total(page) >= 10010, 120, interval=0.2, what="10,010 journeys in the list")
+        arrive = time.monotonic() - t0
+        rows = count(page, ".prow")
+        assert rows < 100, f"{rows} rows in the DOM: the list is not virtualised"
+
+        t = time.monotonic()
+        page.locator(".plist-scroll").hover()
+        for _ in range(20):
+            page.mouse.wheel(0, 4000)
+        page.locator(".prow").last.wait_for()
+        scroll = time.monotonic() - t
+
+        t = time.monotonic()
+        page.fill("#f-filter", "icmpv6")
+        wait_for(lambda: list_total(page) == 770 or page.locator("#plist-count").inner_text().startswith("770"),
+                 20, interval=0.02, what="filter")
+        filt = time.monotonic() - t
+        t = time.monotonic()
+        page.locator(".prow").first.click()
+        page.wait_for_selector("svg.swimlane .hit")
+        lane = time.monotonic() - t
+        figures = (f"10,010 journeys: in the list {arrive:.1f}s after Start, {rows} DOM rows, "
+                   f"20 wheel scrolls {scroll:.2f}s, filter {filt:.2f}s, swimlane {lane:.2f}s")
+        print("\n" + figures)
+        (tmp_path / "figures.txt").write_text(figures)
+        assert filt < 2 and lane < 2
+        assert page.console_log.ours() == []
+    finally:
+        srv.stop()
