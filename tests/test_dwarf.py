@@ -172,3 +172,70 @@ def test_cache_roundtrip(tmp_path, obj, db):
 def test_fast_reads_are_not_cached(tmp_path, obj):
     load_dwarf(obj, cache_dirs=(str(tmp_path / "cache"),))
     assert not (tmp_path / "cache" / "dwarf").exists() or not any((tmp_path / "cache" / "dwarf").iterdir())
+
+
+# -- a real kernel module's DWARF against the same kernel's BTF ------------------------------------
+KMOD_A = """
+#include <linux/module.h>
+#include <linux/skbuff.h>
+#include <linux/netdevice.h>
+#include <net/sock.h>
+int ipft_probe_len(struct sk_buff *skb) { return skb->len + skb->dev->ifindex; }
+EXPORT_SYMBOL(ipft_probe_len);
+MODULE_LICENSE("GPL");
+"""
+KMOD_B = """
+#include <linux/skbuff.h>
+#include <net/sock.h>
+#include <net/net_namespace.h>
+int ipft_probe_net(int a, const struct sock *sk, struct sk_buff *skb)
+{
+	return a + sock_net(sk)->ns.inum + skb->mark;
+}
+"""
+
+
+def _kernel_with_headers_and_vmlinuz():
+    for rel in ("6.1.0-56-amd64",):
+        build = Path("/lib/modules") / rel / "build"
+        vmlinuz = Path("/boot") / f"vmlinuz-{rel}"
+        if (build / "Makefile").exists() and vmlinuz.exists():
+            return build, vmlinuz
+    return None
+
+
+@pytest.mark.skipif(_kernel_with_headers_and_vmlinuz() is None or shutil.which("make") is None,
+                    reason="needs the 6.1.0-56-amd64 headers, its /boot/vmlinuz and make")
+def test_real_module_dwarf_matches_kernel_btf(tmp_path):
+    import lzma
+    build, vmlinuz = _kernel_with_headers_and_vmlinuz()
+    (tmp_path / "ipft_a.c").write_text(KMOD_A)
+    (tmp_path / "ipft_b.c").write_text(KMOD_B)
+    (tmp_path / "Makefile").write_text("obj-m := ipftprobe.o\nipftprobe-y := ipft_a.o ipft_b.o\n")
+    res = subprocess.run(["make", "-C", str(build), f"M={tmp_path}", "modules"], capture_output=True, text=True,
+                         timeout=600)
+    ko = tmp_path / "ipftprobe.ko"
+    if res.returncode != 0 or not ko.exists():
+        pytest.skip(f"module build failed: {(res.stderr or res.stdout).strip()[-300:]}")
+    data = vmlinuz.read_bytes()
+    at = data.find(b"\xfd7zXZ\x00")
+    if at < 0:
+        pytest.skip("vmlinuz is not xz-compressed")
+    elf = tmp_path / "vmlinux"
+    elf.write_bytes(lzma.LZMADecompressor().decompress(data[at:]))
+    kernel = read_btf(elf)
+    db = load_dwarf(ko, cache=False)
+    compared = 0
+    for struct_name in ("sk_buff", "net_device", "sock", "sock_common", "net", "task_struct", "page"):
+        assert db.has_struct(struct_name), struct_name
+        for member in db.struct_members(struct_name):
+            assert db.struct_member(struct_name, member) == kernel.struct_member(struct_name, member), \
+                f"{struct_name}.{member}"
+            compared += 1
+    assert compared > 500
+    for struct_name, path in (("sock", "__sk_common.skc_net.net"), ("net", "ns.inum"), ("net_device", "nd_net.net")):
+        assert db.struct_member(struct_name, path) == kernel.struct_member(struct_name, path)
+    positions = {name: pos for name, _m, pos in db.functions_with_struct_ptr("sk_buff")}
+    assert positions["ipft_probe_len"] == 1 and positions["ipft_probe_net"] == 3
+    # two CUs include the same headers: each named struct is recorded once
+    assert len(db._lookup("struct", "sk_buff")) == 1

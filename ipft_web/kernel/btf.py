@@ -87,7 +87,8 @@ class Btf(TypeGraph):
             endian = ">"
         else:
             raise BtfError(f"{origin}: not BTF (bad magic 0x{magic:04x})")
-        _m, version, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(endian + "HBBIIIII", data)
+        fields = struct.unpack_from(endian + "HBBIIIII", data)
+        _m, version, _flags, hdr_len, type_off, type_len, str_off, str_len = fields
         if version != 1:
             raise BtfError(f"{origin}: unsupported BTF version {version}")
         if hdr_len < 24 or type_len % 4 or type_off % 4:
@@ -103,8 +104,10 @@ class Btf(TypeGraph):
             words.byteswap()
         self.words = words
         self.strings = bytes(data[s0:s0 + str_len])
+        if str_len and self.strings[-1:] != b"\0":
+            raise BtfError(f"{origin}: malformed BTF (string section must end with NUL)")
         if self.base is None:
-            if self.strings[:1] not in (b"\0",) and str_len:
+            if str_len and self.strings[:1] != b"\0":
                 raise BtfError(f"{origin}: malformed BTF (string section must start with NUL)")
             self.start_id = 1
             self.str_base = 0
@@ -299,16 +302,13 @@ class Btf(TypeGraph):
         while pos >= 0:
             i = offs[pos]
             proto = w[i + 2]
+            if self._kcode(proto) != K_FUNC_PROTO:
+                pos = kinds.find(K_FUNC, pos + 1)
+                continue
             if proto >= start:
-                if kinds[proto - start] != K_FUNC_PROTO:
-                    pos = kinds.find(K_FUNC, pos + 1)
-                    continue
                 pw, p = w, offs[proto - start]
             else:
                 btf, p = self._at(proto)
-                if btf.kinds[proto - btf.start_id] != K_FUNC_PROTO:
-                    pos = kinds.find(K_FUNC, pos + 1)
-                    continue
                 pw = btf.words
             vlen = pw[p + 1] & 0xFFFF
             for k in range(vlen):
@@ -318,7 +318,8 @@ class Btf(TypeGraph):
                     hit = memo[t] = ptr_target(t) == struct_name
                 if hit:
                     off = w[i] - own
-                    name = s[off:s.find(b"\0", off)].decode() if off >= 0 else self._str(w[i])
+                    name = s[off:s.find(b"\0", off)].decode("utf-8", "replace") if 0 <= off < len(s) \
+                        else self._str(w[i])
                     yield name, self.module, k + 1
                     break
             pos = kinds.find(K_FUNC, pos + 1)

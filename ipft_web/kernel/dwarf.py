@@ -562,7 +562,8 @@ def _load_cache(path: Path, origin: str) -> DwarfTypes | None:
             elif kind == "array":
                 db.extra[tid] = tuple(value)
         db.fwd_union = set(data["fwd_union"])
-        db._index = {g: {k: list(v) for k, v in data["index"][g].items()} for g in ("struct", "enum", "typedef", "func")}
+        groups = ("struct", "enum", "typedef", "func")
+        db._index = {g: {k: list(v) for k, v in data["index"][g].items()} for g in groups}
         db._funcs = {name: (int(v[0]), int(v[1])) for name, v in data["funcs"].items()}
         if any(not 0 <= r < n for r in refs) or any(not 0 <= fid < n for _r, fid in db._funcs.values()):
             return None

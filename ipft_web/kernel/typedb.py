@@ -16,6 +16,8 @@ from typing import Iterable, Iterator
 QUALIFIERS = frozenset(("typedef", "const", "volatile", "restrict", "type_tag"))
 CV = frozenset(("const", "volatile", "restrict", "type_tag"))
 MAX_CHAIN = 64  # longest qualifier/typedef chain we follow (guards against cycles in bad input)
+MAX_DECL_STEPS = 2000  # work allowed for spelling one type (function pointers nest)
+MAX_NEST = 256  # anonymous structs searched below one struct (the kernel nests a handful)
 
 # Member.kind for each resolved record kind.
 _MEMBER_KIND = {"int": "int", "ptr": "ptr", "struct": "struct", "union": "union", "enum": "enum",
@@ -84,15 +86,19 @@ class TypeGraph:
 
     def struct_ptr_target(self, tid: int) -> str | None:
         """"X" if tid is (through typedefs/qualifiers) a pointer to struct/union X, else None."""
-        tid = self._strip(tid)
-        if tid == 0 or self._kind(tid) != "ptr":
+        try:
+            tid = self._strip(tid)
+            if tid == 0 or self._kind(tid) != "ptr":
+                return None
+            target = self._strip(self._ref(tid))
+        except BadTypeInfo:
             return None
-        target = self._strip(self._ref(tid))
         if target and self._kind(target) in ("struct", "union", "fwd"):
             return self._name(target) or None
         return None
 
     def type_size(self, tid: int) -> int:
+        scale = 1
         for _ in range(MAX_CHAIN):
             if tid == 0:
                 return 0
@@ -100,12 +106,12 @@ class TypeGraph:
             if kind in QUALIFIERS:
                 tid = self._ref(tid)
             elif kind == "ptr":
-                return self._pointer_size()
+                return scale * self._pointer_size()
             elif kind == "array":
-                elem, n = self._array(tid)
-                return n * self.type_size(elem)
+                tid, n = self._array(tid)
+                scale *= n
             else:
-                return self._size(tid)
+                return scale * self._size(tid)
         raise BadTypeInfo(f"type chain too long at type {tid}")
 
     def _pointer_size(self) -> int:
@@ -117,13 +123,14 @@ class TypeGraph:
         cache = self.__dict__.setdefault("_type_name_cache", {})
         name = cache.get(tid)
         if name is None:
-            name = self._decl(tid, "", 0).strip()
+            name = self._decl(tid, "", 0, [MAX_DECL_STEPS]).strip()
             cache[tid] = name
         return name
 
-    def _decl(self, tid: int, inner: str, depth: int) -> str:
+    def _decl(self, tid: int, inner: str, depth: int, budget: list) -> str:
         """Declarator-style spelling: the type `tid` applied around `inner`."""
-        if depth > MAX_CHAIN:
+        budget[0] -= 1
+        if depth > MAX_CHAIN or budget[0] < 0:
             return "?" + inner
         if tid == 0:
             return _join("void", inner)
@@ -136,28 +143,28 @@ class TypeGraph:
         if kind == "fwd":
             return _join(f"{'union' if self._fwd_union(tid) else 'struct'} {name}", inner)
         if kind == "ptr":
-            return self._decl(self._ref(tid), "*" + inner, depth + 1)
+            return self._decl(self._ref(tid), "*" + inner, depth + 1, budget)
         if kind in ("const", "volatile", "restrict"):
             ref = self._ref(tid)
             if ref and self._kind(ref) == "ptr":  # qualifies the pointer itself: "char *const"
-                return self._decl(ref, kind + (" " + inner if inner else ""), depth + 1)
-            return f"{kind} {self._decl(ref, inner, depth + 1)}"
+                return self._decl(ref, kind + (" " + inner if inner else ""), depth + 1, budget)
+            return f"{kind} {self._decl(ref, inner, depth + 1, budget)}"
         if kind == "type_tag":
-            return self._decl(self._ref(tid), inner, depth + 1)
+            return self._decl(self._ref(tid), inner, depth + 1, budget)
         if kind == "array":
             elem, n = self._array(tid)
             suffix = f"[{n}]"
             if inner.startswith("*"):
                 inner = f"({inner})"
-            return self._decl(elem, inner + suffix, depth + 1)
+            return self._decl(elem, inner + suffix, depth + 1, budget)
         if kind == "func_proto":
-            args = ", ".join(self._decl(t, "", depth + 1).strip() if t or p else "..."
+            args = ", ".join(self._decl(t, "", depth + 1, budget).strip() if t or p else "..."
                              for p, t in self._params(tid)) or "void"
             if inner.startswith("*"):
                 inner = f"({inner})"
-            return self._decl(self._ref(tid), f"{inner}({args})", depth + 1)
+            return self._decl(self._ref(tid), f"{inner}({args})", depth + 1, budget)
         if kind == "func":
-            return self._decl(self._ref(tid), name, depth + 1)
+            return self._decl(self._ref(tid), name, depth + 1, budget)
         return _join(name or kind, inner)
 
     # -- structs -------------------------------------------------------------------------------
@@ -187,26 +194,34 @@ class TypeGraph:
             raise KeyError(f"no struct {name} in the kernel's type info")
         return self._visible_names(tid)
 
-    def _visible_names(self, tid: int, depth: int = 0) -> list[str]:
+    def _nested_aggregate(self, tid: int, seen: set) -> bool:
+        return bool(tid) and tid not in seen and len(seen) < MAX_NEST and self._kind(tid) in ("struct", "union")
+
+    def _visible_names(self, tid: int, seen: set | None = None) -> list[str]:
+        seen = set() if seen is None else seen
+        seen.add(tid)
         out = []
         for mname, mtid, _bit, _size in self._members(tid):
             if mname:
                 out.append(mname)
-            elif depth < MAX_CHAIN:
+            else:
                 inner = self._strip(mtid)
-                if inner and self._kind(inner) in ("struct", "union"):
-                    out.extend(self._visible_names(inner, depth + 1))
+                if self._nested_aggregate(inner, seen):
+                    out.extend(self._visible_names(inner, seen))
         return out
 
-    def _find_member(self, tid: int, name: str, depth: int = 0):
-        """(bit offset from tid's start, member tid, bitfield size) of `name`, searching anonymous members."""
+    def _find_member(self, tid: int, name: str, seen: set | None = None):
+        """(bit offset from tid's start, member tid, bitfield size) of `name`, searching anonymous
+        members (each anonymous struct is searched once: bad input can't make this explode)."""
+        seen = set() if seen is None else seen
+        seen.add(tid)
         for mname, mtid, bit, bsize in self._members(tid):
             if mname == name:
                 return bit, mtid, bsize
-            if not mname and depth < MAX_CHAIN:
+            if not mname:
                 inner = self._strip(mtid)
-                if inner and self._kind(inner) in ("struct", "union"):
-                    found = self._find_member(inner, name, depth + 1)
+                if self._nested_aggregate(inner, seen):
+                    found = self._find_member(inner, name, seen)
                     if found is not None:
                         return bit + found[0], found[1], found[2]
         return None
