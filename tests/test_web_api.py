@@ -380,3 +380,22 @@ def test_exports_jsonl(client):
     lines = r.data.decode().splitlines()
     api = client.get(f"/api/sessions/{sid}/journeys", headers=AUTH).json["journeys"]
     assert [json.loads(x) for x in lines] == api
+
+
+# -- the marks part's blueprint, behind the same auth ---------------------------------------------
+def test_marks_api_is_registered_behind_auth(client):
+    pytest.importorskip("ipft_web.marks.api")
+    assert client.get("/api/marks").status_code == 401
+    r = client.get("/api/marks", headers=AUTH)
+    assert r.status_code in (200, 409), r.data      # 409: no iptables/nft here
+
+
+def test_marks_default_is_the_sessions_mark(app, client):
+    pytest.importorskip("ipft_web.marks.api")
+    default = app.config["IPFT_MARKS_DEFAULT"]
+    assert default(None) is None
+    sid = run_session(client, {"mark": "0xdead0000", "mask": "0xffff0000"})
+    assert default(str(sid)) == (0xDEAD0000, 0xFFFF0000)
+    assert default(None) == (0xDEAD0000, 0xFFFF0000)
+    stop(client, sid)
+    assert default(str(sid)) == (0xDEAD0000, 0xFFFF0000)

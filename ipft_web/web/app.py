@@ -138,13 +138,25 @@ def _install_error_handlers(app) -> None:
 
 
 def _register_marks(app, manager) -> None:
-    """The mark-rules blueprint (/api/marks), if that part is installed; same auth as the rest."""
+    """The mark-rules blueprint (/api/marks), if that part is installed; same auth as the rest.
+
+    Its default mark is the session's (or the running one's); a session's rules go when it ends."""
     try:
         from ..marks.api import bp as marks_bp
+        from ..marks.registry import REGISTRY
     except ImportError as exc:
         log.debug("no marks API: %s", exc)
         return
     except Exception as exc:  # a broken optional part must not take the dashboard down
         log.warning("marks API not loaded: %s", exc)
         return
+
+    def default_mark(session):
+        row = manager.session(int(session)) if session and str(session).isdigit() and len(str(session)) < 18 else None
+        if row is None:
+            row = manager.status()["active"]
+        return (row["config"]["mark"], row["config"]["mask"]) if row else None
+
+    app.config["IPFT_MARKS_DEFAULT"] = default_mark
+    manager.on_end.append(lambda sid: REGISTRY.remove_session(str(sid)))
     app.register_blueprint(marks_bp)

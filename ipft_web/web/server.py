@@ -83,20 +83,13 @@ def _host_warning(host: str) -> str | None:
 
 
 def _marks_cleanup() -> None:
-    """Remove mark rules this process added (the marks part's hook, if installed)."""
+    """Remove the mark rules this process applied (the marks part also does it at exit)."""
     try:
-        import importlib
-        marks = importlib.import_module("ipft_web.marks")
-        hook = getattr(marks, "cleanup", None)
-        if hook is None:
-            try:
-                hook = importlib.import_module("ipft_web.marks.cleanup")
-            except ImportError:
-                return
-        if not callable(hook):
-            hook = getattr(hook, "cleanup", None)
-        if callable(hook):
-            hook()
+        from ..marks.registry import REGISTRY
+    except ImportError:
+        return
+    try:
+        REGISTRY.remove_all()
     except Exception as exc:
         print(f"{PROG}: warning: removing mark rules failed: {exc}", file=sys.stderr)
 

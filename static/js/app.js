@@ -127,9 +127,12 @@ async function refreshSessions() {
     st.sessions = (await api.sessions()).sessions;
   } catch (e) { return fatal(e); }
   const sel = $("#session-select");
-  clear(sel).append(...st.sessions.map((x) => h("option", {value: x.id,
-    text: `#${x.id} ${when(x.created)} · ${hex(x.config.mark)} · ${x.state} · ${int(x.journeys)}`})));
+  clear(sel).append(...st.sessions.map((x) => h("option", {value: x.id, text: sessionLabel(x)})));
   if (st.viewed) sel.value = String(st.viewed);
+}
+
+function sessionLabel(x) {
+  return `#${x.id} ${when(x.created)} · ${hex(x.config.mark)} · ${x.state} · ${int(x.journeys)}`;
 }
 
 // -- one session ------------------------------------------------------------------------------
@@ -196,6 +199,11 @@ function renderHeader() {
   $("#st-drops").textContent = row ? int(row.drops) : "–";
   $("#st-drops").classList.toggle("bad", !!(row && row.drops));
 
+  if (row) {
+    const opt = $(`#session-select option[value="${row.id}"]`);
+    const label = sessionLabel(Object.assign({}, row, live ? {state, journeys: active.journeys} : {}));
+    if (opt && opt.textContent !== label) opt.textContent = label;
+  }
   const running = !!(active && ACTIVE.has(active.state));
   $("#btn-start").disabled = running;
   $("#btn-stop").disabled = !running || active.state === "stopping";

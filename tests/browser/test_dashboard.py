@@ -107,7 +107,11 @@ def test_swimlane(page, server, scenario):
         page.fill("#f-filter", "tcp 8081")
         wait_for(lambda: count(page, ".prow") == 2, what="two dropped SYNs")
         page.locator(".prow").first.click()
-        page.locator("svg.swimlane .hit.drop").hover()
+        page.fill("#f-filter", "")                           # the whole list, #10 still selected
+        wait_for(lambda: count(page, ".prow") == 13, what="unfiltered list")
+        if page.locator("#marks-details").get_attribute("open") is not None:
+            page.click("#marks-details > summary")          # folded: more room for the list
+        page.locator("svg.swimlane .hit[data-index='12']").hover()
         time.sleep(0.3)
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT))
@@ -137,6 +141,20 @@ def test_even_spacing_overview_and_aggregate(page, server, scenario):
     page.wait_for_selector("#tab-swimlane:not([hidden])")
     wait_for(lambda: count(page, ".prow") == counts[0], what="list filtered to one path")
     assert page.console_log.ours() == []
+
+
+def test_cap_reached_is_shown(page, tmp_path):
+    srv = Server(tmp_path, tracer=f"replay:{SAMPLE}", args=["--max-journeys", "5"])
+    try:
+        page.goto(srv.url)
+        page.click("#btn-start")
+        banner = page.locator("#cap-banner")
+        banner.wait_for(state="visible", timeout=20000)
+        wait_for(lambda: "8 more" in banner.inner_text(), what="cap banner counts")
+        assert banner.inner_text().startswith("Journey cap reached: 5 kept")
+        assert list_total(page) == 5
+    finally:
+        srv.stop()
 
 
 def test_two_browsers_watch_one_session(page, chromium, server, scenario):
