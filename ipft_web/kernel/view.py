@@ -87,8 +87,9 @@ class KernelView:
         entry = self.function(name)
         if entry is None or entry.module:
             return None
-        type_id = self.typedb.func_id(name)
-        return (type_id, 0) if type_id else None
+        vmlinux = getattr(self.typedb, "vmlinux", None)  # BTF only: DWARF has no type ids for fentry
+        ids = vmlinux._lookup("func", name) if vmlinux is not None else []
+        return (ids[0], 0) if ids else None
 
     # -- drop reasons --------------------------------------------------------------------
     def drop_reason(self, value: int) -> str:
