@@ -255,6 +255,9 @@ static __always_inline int ipft_hit(void *ctx, void *skb, u64 addr, u8 kind,
 
     /* Fields are not read at kfree_skbmem: the data behind the skb is gone by then. */
     u64 size = IPFT_EVENT_BASE_SIZE;
+#ifdef IPFT_FIELDS
+    /* Compiled only into the variant for sessions with fields: the loops cost verifier work that
+     * older kernels (6.1) refuse on top of the rest ("program too large"). */
     u32 *nfields = ipft_nfields.lookup(&zero);
     u32 n = nfields ? *nfields : 0;
     if (n > IPFT_MAX_FIELDS)
@@ -263,6 +266,7 @@ static __always_inline int ipft_hit(void *ctx, void *skb, u64 addr, u8 kind,
         ipft_read_fields(&e, skb, n);
         size = IPFT_EVENT_BASE_SIZE + IPFT_MAX_FIELDS + n * IPFT_FIELD_SIZE;
     }
+#endif
     if (ipft_events.ringbuf_output(&e, size, 0)) {
         u64 *lost = ipft_lost.lookup(&zero);
         if (lost)

@@ -73,12 +73,15 @@ def offsets(typedb) -> dict[str, int]:
     return out
 
 
-def build_spec(typedb, tracepoints: list[Tracepoint], kfree_skb_args: dict | None = None) -> ProgramSpec:
+def build_spec(typedb, tracepoints: list[Tracepoint], kfree_skb_args: dict | None = None,
+               with_fields: bool = False) -> ProgramSpec:
     """Source text + cflags for this kernel. `kfree_skb_args` = {"reason": idx, "location": idx}."""
     src = (resources.path("bpf") / "ipft.bpf.c").read_text()
     cflags = [f"-D{macro}={value}" for macro, value in offsets(typedb).items()]
     cflags.append(f"-DIPFT_RINGBUF_PAGES={RINGBUF_PAGES}")
     cflags.append("-Wno-unused-function")
+    if with_fields:
+        cflags.append("-DIPFT_FIELDS=1")
     spec = ProgramSpec(text="", cflags=cflags)
     lines = [src, "", "/* generated: one entry per skb tracepoint (slot, arg index) */"]
     for slot, tp in enumerate(tracepoints):
@@ -192,12 +195,16 @@ _compiled: dict = {}
 _compile_lock = __import__("threading").Lock()
 
 
-def compiled(kernel, key=None) -> Compiled:
-    """The process's compiled program for this kernel view (compiled on first use)."""
+def compiled(kernel, key=None, with_fields: bool = False) -> Compiled:
+    """The process's compiled program for this kernel view (compiled on first use).
+
+    Two variants: without and with the per-hit field reader (sessions with --field compile the
+    second once; field paths themselves are map contents, never compiled in)."""
+    key = (key, bool(with_fields))
     with _compile_lock:
         prog = _compiled.get(key)
         if prog is None:
-            spec = build_spec(kernel.typedb, kernel.tracepoints, kernel.kfree_skb_args)
+            spec = build_spec(kernel.typedb, kernel.tracepoints, kernel.kfree_skb_args, with_fields)
             note = set_kernel_headers()
             if note:
                 log.info("%s", note)

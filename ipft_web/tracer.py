@@ -120,7 +120,7 @@ class Tracer:
         self.state = "compiling"
         self.on_progress("compiling", 0, 0)
         t1 = time.monotonic()
-        prog = program.compiled(kernel, self.config.vmlinux)
+        prog = program.compiled(kernel, self.config.vmlinux, with_fields=bool(self.fieldset.fields))
         if prog.in_use:
             raise EnvError("another trace is running in this process; stop it first")
         prog.in_use = True

@@ -52,5 +52,5 @@ def test_start_failure_releases_the_program():
     t = Tracer(TraceConfig(mark=MARK, regex=r"^no_such_function_anywhere$"), lambda j: None)
     with pytest.raises(Exception):
         t.start()
-    prog = program._compiled.get(None)
+    prog = program._compiled.get((None, False))
     assert prog is None or not prog.in_use
