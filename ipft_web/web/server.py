@@ -96,7 +96,7 @@ def _marks_cleanup() -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    warnings.filterwarnings("ignore", message=".*Eventlet is deprecated.*")
+    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
     try:
         choice = tracers.from_env(args.tracer)
         _check_privileges(choice)

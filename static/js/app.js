@@ -283,6 +283,12 @@ async function preview() {
   const seq = ++previewSeq;
   const box = $("#fn-preview");
   const regex = $("#f-regex").value;
+  if (!st.status || st.status.functions === "loading") {       // the server is reading the kernel's types
+    clear(box).append(h("span", {class: "muted", text: "loading the kernel's function list…"}));
+    if (st.status) refreshStatus();
+    setTimeout(() => { if (seq === previewSeq) preview(); }, 1000);
+    return;
+  }
   try {
     const r = await api.functions(regex, 8);
     if (seq !== previewSeq) return;

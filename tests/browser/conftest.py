@@ -1,8 +1,9 @@
 """Browser tests: Chromium (Playwright) against a running `ipft-web` on 127.0.0.1.
 
 The tracer is a parameter (`scenario`): by default the replay recordings in tests/data (test mode,
-IPFT_WEB_TRACER=replay:PATH); IPFT_WEB_BROWSER_SCENARIOS=name,name picks others, e.g. "host" for the
-real tracer once a scenario for it is added to SCENARIOS (root, marked traffic).
+IPFT_WEB_TRACER=replay:PATH); IPFT_WEB_BROWSER_SCENARIOS=name,name picks some. "host" runs the real tracer
+(BCC, the host kernel's raw tracepoints) on a ping marked by an iptables rule inside a throwaway
+network namespace; it needs root and is marked `root` (scripts/test.sh runs it in the host phase).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class Scenario:
     env: dict = field(default_factory=dict)
     traffic: object = None           # callable(): sends the marked packets (real tracer)
     needs_root: bool = False
+    setup: object = None             # callable(request) -> traffic callable, for the real tracer
 
 
 SCENARIOS = {
@@ -44,9 +46,22 @@ if HOST_RECORDING.is_file():
                                         env={"IPFT_WEB_REPLAY_SPEED": "4"})
 
 
-def selected() -> list[str]:
+def _marked_ping(request):
+    """A namespace whose ICMP is marked 0xdeadbeef on output; traffic = 3 pings to 127.0.0.2 in it."""
+    ns = request.getfixturevalue("netns")("web")
+    ns.iptables("-t", "raw", "-A", "OUTPUT", "-p", "icmp", "-j", "MARK", "--set-mark", "0xdeadbeef")
+    return lambda: ns.ping("127.0.0.2", count=3)
+
+
+SCENARIOS["host"] = Scenario("host", "bcc", min_journeys=3, lanes=("skb lifecycle",), needs_root=True,
+                             setup=_marked_ping)
+
+
+def selected() -> list:
     names = os.environ.get("IPFT_WEB_BROWSER_SCENARIOS")
-    return [n.strip() for n in names.split(",")] if names else list(SCENARIOS)
+    names = [n.strip() for n in names.split(",")] if names else list(SCENARIOS)
+    return [pytest.param(n, marks=[pytest.mark.root] if n in SCENARIOS and SCENARIOS[n].needs_root else [])
+            for n in names]
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +82,9 @@ def scenario(request):
     sc = SCENARIOS[request.param]
     if sc.needs_root and os.geteuid() != 0:
         pytest.skip("needs root")
+    if sc.setup is not None:
+        from dataclasses import replace
+        sc = replace(sc, traffic=sc.setup(request))
     return sc
 
 
