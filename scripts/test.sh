@@ -42,7 +42,8 @@ show_failures() {
     local log=$1
     [ -f "$log" ] || return 0
     echo "---- $(basename "$(dirname "$log")"): failures (full log: $log) ----"
-    awk '/^=+ (FAILURES|ERRORS) =+$/ {on=1} on {print}' "$log" | tail -n 250
+    awk '/^=+ (FAILURES|ERRORS) =+$/ {on=1} /^=+ warnings summary =+$/ {on=0}
+         /^=+ short test summary info =+$/ {on=1} on {print}' "$log" | cut -c1-400 | tail -n 300
     if ! grep -qE '^=+ (FAILURES|ERRORS) =+$' "$log"; then tail -n 60 "$log"; fi
     echo "----"
 }
