@@ -310,11 +310,18 @@ def test_sessions_survive_a_restart(tmp_path):
 def test_a_session_running_at_a_crash_is_marked_interrupted(tmp_path):
     app, _ = make_app(tmp_path)
     client = app.test_client()
-    sid = run_session(client)      # never stopped: the "process" dies
+    sid = run_session(client)      # never stopped: the "process" dies, and its lock with it
+    app.extensions["ipft_web"].store.lockfile.close()
     app2, _ = make_app(tmp_path)
     row = app2.test_client().get(f"/api/sessions/{sid}", headers=AUTH).json
     assert row["state"] == "interrupted" and "stopped while" in row["error"]
     app.extensions["ipft_web"].sessions.shutdown()
+
+
+def test_one_server_per_data_directory(app, tmp_path):
+    from ipft_web.errors import EnvError
+    with pytest.raises(EnvError, match=r"is in use by another ipft-web \(pid \d+\)"):
+        make_app(tmp_path)
 
 
 def test_old_sessions_are_pruned(tmp_path):

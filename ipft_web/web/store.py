@@ -5,6 +5,7 @@ handed back verbatim. One connection, guarded by a lock that is never held acros
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -15,6 +16,7 @@ from pathlib import Path
 from ..errors import EnvError
 
 DB_NAME = "ipft-web.sqlite3"
+LOCK_NAME = "ipft-web.lock"
 MAX_ID = 2**62
 
 SCHEMA = """
@@ -48,6 +50,7 @@ class Store:
         self.dir = Path(data_dir)
         try:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.lockfile = self._lock(self.dir / LOCK_NAME)
             self.path = self.dir / DB_NAME
             self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -60,9 +63,27 @@ class Store:
         self.lock = threading.Lock()
         self._seq: dict[int, int] = {}
 
+    def _lock(self, path: Path):
+        """One server per data directory: a second one would mark the first one's session interrupted."""
+        f = open(path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            owner = f.read().strip() or "?"
+            f.close()
+            raise EnvError(f"data directory {self.dir} is in use by another ipft-web (pid {owner});"
+                           " stop it or choose another --data-dir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        return f
+
     def close(self) -> None:
         with self.lock:
             self.db.close()
+        self.lockfile.close()
 
     # -- sessions ------------------------------------------------------------------------
     def recover(self) -> int:
