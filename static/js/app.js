@@ -77,7 +77,16 @@ function fatal(e) {
 // -- live connection --------------------------------------------------------------------------
 function connect() {
   const socket = io({transports: ["websocket", "polling"]});
-  socket.on("connect", () => { $("#conn").className = "conn on"; $("#conn").title = "live"; });
+  let connectedBefore = false;
+  socket.on("connect", async () => {
+    $("#conn").className = "conn on";
+    $("#conn").title = "live";
+    if (connectedBefore) {                 // back after a drop-out: catch up on what was missed
+      await refreshSessions();
+      if (st.viewed) viewSession(st.viewed, st.selected && st.selected.id);
+    }
+    connectedBefore = true;
+  });
   socket.on("disconnect", () => { $("#conn").className = "conn off"; $("#conn").title = "disconnected"; });
   socket.on("connect_error", (err) => {
     $("#conn").className = "conn off";
@@ -136,7 +145,7 @@ function sessionLabel(x) {
 }
 
 // -- one session ------------------------------------------------------------------------------
-async function viewSession(id) {
+async function viewSession(id, reselect = null) {
   st.viewed = id;
   st.seen = new Set();
   st.selected = null;
@@ -158,6 +167,8 @@ async function viewSession(id) {
       if (page.next_after === null) break;
       after = page.next_after;
     }
+    const again = reselect === null ? null : list.items.find((j) => j.id === reselect);
+    if (again) list.select(again);
   } catch (e) { showError(e.message); }
 }
 
