@@ -354,8 +354,10 @@ function renderDetail() {
   if (!j) {
     clear(head).append(h("span", {class: "muted", text: "Select a packet in the list."}));
     clear(host); clear(table); clear(legend);
+    host.hidden = true;                      // no empty frame
     return;
   }
+  host.hidden = false;
   clear(head).append(
     h("span", {class: "pkt-id", text: `#${j.id}`}),
     h("span", {class: "pkt-tuple", text: tuple(j.tuple)}),

@@ -78,27 +78,33 @@ export function renderSwimlane(host, j, layers, opts = {}) {
   const pts = j.hits.map((hit, i) => `${x(i).toFixed(1)},${laneY.get(layers.of(hit.func)).toFixed(1)}`);
   svg.append(s("polyline", {class: "path", points: pts.join(" ")}));
 
-  // labels: two slots per lane (above/below the markers), first come first placed
+  // labels: two slots per lane (above/below the markers), first come first placed, measured in
+  // the live SVG so that no two overlap
+  host.append(svg);
   const slotEnd = new Map();
   const labels = s("g", {class: "labels"});
+  svg.append(labels);
   j.hits.forEach((hit, i) => {
     if (i === drop) return;
     const layer = layers.of(hit.func);
     const cx = x(i), cy = laneY.get(layer);
-    const w = hit.func.length * CHAR;
-    const anchorEnd = cx + w + 6 > width - 4;
-    const left = anchorEnd ? cx - w - 2 : cx - 3;
+    const el = s("text", {class: "hit-label", x: cx - 3, y: 0, text: hit.func});
+    labels.append(el);
+    const w = el.getComputedTextLength ? el.getComputedTextLength() || hit.func.length * CHAR : hit.func.length * CHAR;
+    const anchorEnd = cx - 3 + w > width - 4;
+    const left = anchorEnd ? cx + 3 - w : cx - 3;
     for (const slot of ["above", "below"]) {
       const key = layer + slot;
-      if ((slotEnd.get(key) ?? -1e9) + 4 < left) {
+      if ((slotEnd.get(key) ?? -1e9) + 5 < left) {
         slotEnd.set(key, left + w);
-        labels.append(s("text", {class: "hit-label", x: anchorEnd ? cx + 3 : left, y: slot === "above" ? cy - 8 : cy + 15,
-          "text-anchor": anchorEnd ? "end" : "start", text: hit.func}));
-        break;
+        el.setAttribute("x", anchorEnd ? cx + 3 : left);
+        el.setAttribute("y", slot === "above" ? cy - 8 : cy + 15);
+        if (anchorEnd) el.setAttribute("text-anchor", "end");
+        return;
       }
     }
+    el.remove();
   });
-  svg.append(labels);
 
   // markers
   const markers = [];
@@ -141,8 +147,6 @@ export function renderSwimlane(host, j, layers, opts = {}) {
       s("rect", {x: bx, y: by, width: w, height: 18, rx: 3}),
       s("text", {x: bx + 7, y: by + 13, text})));
   }
-  host.append(svg);
-
   return {
     highlight(i) {
       markers.forEach((m, k) => m.classList.toggle("selected", k === i));
