@@ -116,7 +116,7 @@ if [ ! -x "$VENV/bin/python" ] || ! grep -qs '^include-system-site-packages = tr
 fi
 
 # pip only when pyproject.toml changed since the last install (or the install is broken)
-EXTRAS=test
+EXTRAS="test"
 [ "$MODE" = runtime ] && EXTRAS=
 STAMP="$VENV/.ipft-setup-$([ -n "$EXTRAS" ] && echo test || echo runtime)"
 WANT=$(sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1)

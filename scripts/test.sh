@@ -70,7 +70,7 @@ host_phase() {  # $1: name, $2: marker expression, then extra pytest args
 
 newest_kernel() {  # $1: ERE of a kernel version; the newest one with an image and a header tree
     local v best=""
-    for v in $(ls /boot 2>/dev/null | sed -n 's/^vmlinuz-//p' | sort -V); do
+    for v in $(printf '%s\n' /boot/vmlinuz-* | sed -n 's|^/boot/vmlinuz-||p' | sort -V); do
         [[ $v =~ $1 ]] && [ -e "/lib/modules/$v/build/Makefile" ] && best=$v
     done
     echo "$best"

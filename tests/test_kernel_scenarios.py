@@ -15,6 +15,7 @@ one in skb:kfree_skb with a netfilter reason.
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 
 import pytest
@@ -65,14 +66,47 @@ def test_bad_input_is_one_line_and_exit_2(args):
 # -- guest kernels: kprobes -----------------------------------------------------------------------
 
 
+BCC_SMOKE = r"""
+import sys
+from bcc import BPF
+b = BPF(text="BPF_ARRAY(hits, u64, 1); int kp(void *ctx) { hits.increment(0); return 0; }")
+b.attach_kprobe(event="ip_rcv", fn_name="kp")
+print("attached", flush=True)
+sys.stdin.readline()
+print(b["hits"][0].value, flush=True)
+"""
+
+
+@pytest.mark.guest
+@pytest.mark.root
+def test_bcc_kprobe_on_ip_rcv_counts_a_ping(netns, record_property):
+    """BCC and kprobes themselves, without ipft: a 1-line program on ip_rcv sees a local ping."""
+    ns = netns("smoke")
+    t0 = time.monotonic()
+    p = subprocess.Popen([sys.executable, "-c", BCC_SMOKE], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+        assert line.strip() == "attached", p.stderr.read()[-3000:]
+        record_property("bcc_compile_attach_s", round(time.monotonic() - t0, 1))
+        ns.ping("127.0.0.1")
+        out, err = p.communicate("\n", timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err[-3000:]
+    assert int(out.strip()) >= 1, out
+
+
 @pytest.fixture(scope="module")
-def kprobe_session(module_ipft):
+def kprobe_session(module_ipft, record_testsuite_property):
     """One `ipft -b kprobe -o json` with a mask, shared by the scenarios of this module."""
     h = module_ipft("-m", hex(GUEST_MARK), "--mask", hex(MASK), "-b", "kprobe", "-o", "json",
                     "-r", GUEST_FUNCS)
     assert h.backend == "kprobe", h.stderr
     assert h.functions and h.functions >= 10, h.stderr
-    print(f"ipft ready after {h.ready_after:.1f} s: {h.functions} functions")
+    record_testsuite_property("ipft_kprobe_ready_s", round(h.ready_after, 1))
     yield h
     res = h.stop()
     assert res.returncode == 0, res

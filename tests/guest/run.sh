@@ -47,7 +47,7 @@ LIMIT=${IPFT_GUEST_PYTEST_TIMEOUT:-1500}
 stamp "pytest (limit ${LIMIT}s)"
 rc=0
 timeout -s INT -k 60 "$LIMIT" "$REPO/.venv/bin/python" -m pytest -p no:cacheprovider -rfEs \
-    -o junit_suite_name="guest-$(uname -r)" --junitxml="$OUT/junit.xml" \
+    --durations=15 -o junit_suite_name="guest-$(uname -r)" --junitxml="$OUT/junit.xml" \
     -m "(guest or root) and not browser" "$@" > "$OUT/pytest.log" 2>&1 || rc=$?
 echo "$rc" > "$OUT/rc"
 tail -n 1 "$OUT/pytest.log"
