@@ -11,8 +11,9 @@ bp = Blueprint("pages", __name__)
 @bp.get("/")
 def index():
     ctx = current_app.extensions["ipft_web"]
-    marks_js = (resources.path("static") / "marks.js").is_file()
-    return render_template("index.html", version=ctx.version, replay=ctx.choice.is_replay, marks_js=marks_js)
+    static = resources.path("static")
+    return render_template("index.html", version=ctx.version, replay=ctx.choice.is_replay,
+                           marks_js=(static / "marks.js").is_file(), marks_css=(static / "marks.css").is_file())
 
 
 @bp.get("/favicon.ico")
