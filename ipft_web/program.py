@@ -79,7 +79,7 @@ def build_spec(typedb, tracepoints: list[Tracepoint], kfree_skb_args: dict | Non
     src = (resources.path("bpf") / "ipft.bpf.c").read_text()
     cflags = [f"-D{macro}={value}" for macro, value in offsets(typedb).items()]
     cflags.append(f"-DIPFT_RINGBUF_PAGES={RINGBUF_PAGES}")
-    cflags.append("-Wno-unused-function")
+    cflags.append("-w")  # clang warnings about kernel headers are noise on a user's terminal
     if with_fields:
         cflags.append("-DIPFT_FIELDS=1")
     spec = ProgramSpec(text="", cflags=cflags)
@@ -140,10 +140,25 @@ def compile_program(spec: ProgramSpec):
     started = time.monotonic()
     try:
         bpf = bcc.BPF(text=spec.text, cflags=spec.cflags)
+        bpf.cflags = list(spec.cflags)
     except Exception as exc:  # BCC raises bare Exception on compile/load failures
         raise EnvError(f"could not compile the BPF program: {str(exc).strip().splitlines()[0]}") from None
     log.info("BPF program compiled in %.2fs", time.monotonic() - started)
     return bpf
+
+
+def load_func(bpf, name: str, prog_type, **kw):
+    """bpf.load_func, with the verifier's refusal as one EnvError line instead of BCC's bare Exception."""
+    try:
+        return bpf.load_func(name, prog_type, **kw)
+    except Exception as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else "refused"
+        hint = ""
+        if "too long" in why or "too large" in why:
+            hint = ("; this kernel's verifier finds the program too complex"
+                    + (" with the field reader: drop --field/-s, or use a newer kernel (6.12 accepts it)"
+                       if "-DIPFT_FIELDS=1" in getattr(bpf, "cflags", []) else ""))
+        raise EnvError(f"the kernel refused BPF program {name}: {why}{hint}") from None
 
 
 def set_filter(bpf, mark: int, mask: int) -> None:

@@ -142,6 +142,10 @@ class Tracer:
             from .backends import make
             self.backend = make(backend, self.bpf, kernel)
             res = self.backend.attach(functions, self.on_progress)
+            if functions and not res.attached:
+                first = next(iter(res.failed.items()), ("?", "refused"))
+                raise EnvError(f"the kernel refused all {len(functions)} functions for the {backend} backend "
+                               f"({first[0]}: {first[1]}); try another -b")
             self.symbolize = Symbolizer(
                 (addr, name) for name in res.attached for addr in kernel.addresses(name))
             self.attached.extend(res.attached)

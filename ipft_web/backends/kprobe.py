@@ -11,6 +11,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from ..kernel.sysbpf import BPFError, perf_attach_bpf, perf_kprobe_open
+from ..program import load_func
 from . import AttachResult
 
 MAX_POS = 5  # PT_REGS_PARM1..5 on x86-64
@@ -56,7 +57,7 @@ class KprobeBackend:
         for fn in functions:
             prog = program_for(fn)
             if prog not in prog_fds:
-                prog_fds[prog] = self.bpf.load_func(prog, BPF.KPROBE).fd
+                prog_fds[prog] = load_func(self.bpf, prog, BPF.KPROBE).fd
 
         def one(fn):
             fd = -1

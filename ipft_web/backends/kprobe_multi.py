@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..kernel.sysbpf import BPF_TRACE_KPROBE_MULTI, BPFError
 from ..kernel.kprobe_multi import attach_kprobe_multi
+from ..program import load_func
 from . import AttachResult
 from .kprobe import FREE_FUNC, close_many
 
@@ -45,7 +46,7 @@ class KprobeMultiBackend:
         done = 0
         total = sum(len(v) for v in groups.values())
         for prog, names in groups.items():
-            loaded = self.bpf.load_func(prog, BPF.KPROBE, attach_type=BPF_TRACE_KPROBE_MULTI)
+            loaded = load_func(self.bpf, prog, BPF.KPROBE, attach_type=BPF_TRACE_KPROBE_MULTI)
             self._link(loaded.fd, sorted(set(names)), result)
             done += len(names)
             if progress:
