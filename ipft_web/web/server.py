@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="finished sessions kept on disk (default 50)")
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                    help="another Host name browsers may use (when listening beyond loopback)")
+    p.add_argument("--cleanup", action="store_true",
+                   help="remove marking rules (tagged ipft-web:*) left behind by a killed run, and exit")
     # test-only: replay a recording instead of tracing (also IPFT_WEB_TRACER=replay:PATH)
     p.add_argument("--tracer", default=None, help=argparse.SUPPRESS)
     return p
@@ -94,9 +96,33 @@ def _marks_cleanup() -> None:
         print(f"{PROG}: warning: removing mark rules failed: {exc}", file=sys.stderr)
 
 
+def _leftover_banner() -> None:
+    try:
+        from ..marks.cleanup import leftover_warning
+        line = leftover_warning()
+    except Exception:  # iptables missing or unreadable: the marks panel says more
+        return
+    if line:
+        print(f"{PROG}: warning: {line} (ipft-web --cleanup removes them)", file=sys.stderr)
+
+
+def _quietly(fn):
+    def run():
+        try:
+            fn()
+        except Exception as exc:  # the first Start reports it properly
+            logging.getLogger(__name__).info("precompile failed: %s", exc)
+    return run
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+    if args.cleanup:
+        if os.geteuid() != 0:
+            return _fail("--cleanup changes iptables/nft rules: run it with sudo")
+        from ..marks.cleanup import run_cleanup
+        return run_cleanup()
     try:
         choice = tracers.from_env(args.tracer)
         _check_privileges(choice)
@@ -132,6 +158,13 @@ def main(argv=None) -> int:
         print(warning, file=sys.stderr)
     if choice.is_replay:
         print(f"{PROG}: TEST MODE: replaying {choice.path} instead of tracing", file=sys.stderr)
+    else:
+        _leftover_banner()
+        # Compile the BPF program now, so the first Start only attaches (BCC compiles take
+        # seconds here, minutes in slow VMs); off the event loop like every blocking call.
+        from . import offhub
+        from ..tracer import precompile
+        offhub.run_off_hub(socketio, _quietly(precompile))
     print(f"{PROG}: open {url_for(args.host, args.port, token)}", flush=True)
 
     signal.signal(signal.SIGTERM, _raise_interrupt)
