@@ -406,3 +406,19 @@ def test_marks_default_is_the_sessions_mark(app, client):
     assert default(None) == (0xDEAD0000, 0xFFFF0000)
     stop(client, sid)
     assert default(str(sid)) == (0xDEAD0000, 0xFFFF0000)
+
+
+@pytest.mark.parametrize("body", [{"mark": 1, "fields": "skb->len"}, {"mark": 1, "fields": [1]},
+                                  {"mark": 1, "fields": ["skb->len; reboot"]}, {"mark": 1, "fields": ["nope->x"]},
+                                  {"mark": 1, "script": "../../etc/passwd"}, {"mark": 1, "script": 5}])
+def test_bad_fields_are_400_and_start_nothing(client, body):
+    r = client.post("/api/sessions", json=body, headers=AUTH)
+    assert r.status_code == 400 and "error" in r.json, r.json
+
+
+def test_fields_are_kept_with_the_session(client):
+    sid = run_session(client, {"mark": "0xdeadbeef", "fields": ["skb->len"]})
+    stop(client, sid)
+    row = client.get(f"/api/sessions/{sid}", headers=AUTH).json
+    cfg = row.get("config") or row.get("session", {}).get("config")
+    assert cfg["fields"] == ["skb->len"], row

@@ -14,7 +14,7 @@ from .sessions import Busy
 from .store import MAX_ID
 
 bp = Blueprint("api", __name__, url_prefix="/api")
-SESSION_FIELDS = {"mark", "mask", "regex", "backend"}
+SESSION_FIELDS = {"mark", "mask", "regex", "backend", "fields", "script"}
 MAX_PAGE = 5000
 
 
@@ -101,8 +101,14 @@ def start_session():
     backend = body.get("backend", "auto")
     if not isinstance(backend, str):
         raise UsageError("backend must be a string")
+    fields = body.get("fields")
+    if fields is not None and not (isinstance(fields, list) and all(isinstance(f, str) for f in fields)):
+        raise UsageError("fields must be a list of strings like [\"skb->len\"]")
+    script = body.get("script")
+    if script is not None and not isinstance(script, str):
+        raise UsageError("script must be the name of an installed field script")
     config = TraceConfig(mark=body["mark"], mask=body.get("mask", 0xFFFFFFFF), regex=regex or None,
-                         backend=backend)
+                         backend=backend, fields=fields or None, script=script or None)
     try:
         row = ctx().sessions.start(config)
     except Busy as exc:

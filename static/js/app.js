@@ -250,7 +250,8 @@ function wireForm() {
     st.formError = false;
     showError("");
     const body = {mark: $("#f-mark").value.trim(), mask: $("#f-mask").value.trim() || "0xffffffff",
-      regex: $("#f-regex").value, backend: $("#f-backend").value};
+      regex: $("#f-regex").value, backend: $("#f-backend").value,
+      fields: $("#f-fields").value.split(",").map((f) => f.trim()).filter(Boolean)};
     $("#btn-start").disabled = true;
     try {
       const res = await api.start(body);
@@ -431,6 +432,7 @@ function hover(j, i, ev) {
     h("table", {}, h("tbody", {},
       ttRow("t", `+${dur(x.t_ns)}`), ttRow("Δt", i ? `+${dur(dt)}` : "–"), ttRow("cpu", x.cpu), ttRow("len", x.len),
       ttRow("dev", x.dev ? `${x.dev} (ifindex ${x.ifindex})` : "-"), ttRow("netns", x.netns || "-"),
+      ...Object.entries(x.fields || {}).map(([k, v]) => ttRow(k, v === null ? "null" : String(v))),
       drop ? ttRow("drop", `${j.drop_reason}${j.drop_func ? " in " + j.drop_func : ""}`, "bad") : null)));
   tip.hidden = false;
   const pad = 14;
