@@ -98,6 +98,7 @@ def run_backend(backend: str, regex: str | None, seconds: float, flood: int) -> 
         t1 = time.monotonic()
         tracer.stop()
         row["stop_s"] = time.monotonic() - t1
+        row["detach_s"] = tracer.timings.get("detach")
         subprocess.run(["ip", "netns", "del", ns])
     st = tracer.stats()
     row["sent"] = flood

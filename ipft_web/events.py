@@ -45,8 +45,27 @@ def decode(data: bytes) -> RawEvent:
                     family, l4proto, kind, l4, ip_id, saddr, daddr, ifname, bytes(data[EVENT_SIZE:]))
 
 
+_tuples: dict = {}
+_names: dict = {}
+
+
 def tuple_of(ev: RawEvent) -> dict | None:
-    """The L3/L4 tuple as JSON-ready dict, or None when the event had no IP header."""
+    """The L3/L4 tuple as JSON-ready dict, or None when the event had no IP header.
+
+    Memoised on the raw bytes: a packet's hits repeat the same tuple, and formatting addresses
+    is the most expensive part of decoding an event."""
+    if not ev.family:
+        return None
+    key = (ev.family, ev.l4proto, ev.l4, ev.saddr, ev.daddr)
+    t = _tuples.get(key)
+    if t is None:
+        if len(_tuples) > 8192:
+            _tuples.clear()
+        t = _tuples[key] = _tuple_of(ev)
+    return t
+
+
+def _tuple_of(ev: RawEvent) -> dict | None:
     if ev.family == 4:
         src, dst = str(ipaddress.IPv4Address(ev.saddr[:4])), str(ipaddress.IPv4Address(ev.daddr[:4]))
         fam = "ipv4"
@@ -65,5 +84,10 @@ def tuple_of(ev: RawEvent) -> dict | None:
 
 
 def ifname_of(ev: RawEvent) -> str | None:
-    name = ev.ifname.split(b"\0", 1)[0]
-    return name.decode("ascii", "replace") if name else None
+    name = _names.get(ev.ifname)
+    if name is None:
+        raw = ev.ifname.split(b"\0", 1)[0]
+        name = _names[ev.ifname] = raw.decode("ascii", "replace") if raw else ""
+        if len(_names) > 4096:
+            _names.clear()
+    return name or None

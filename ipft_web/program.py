@@ -32,7 +32,7 @@ FIELDS = (
     ("OFF_SK_NET", "sock", "__sk_common.skc_net.net"),
 )
 
-RINGBUF_PAGES = 1024  # 4 MiB of events between two polls
+RINGBUF_PAGES = 4096  # 16 MiB: ~140k events between two polls (a marked flood comes in bursts)
 
 KPROBE_POSITIONS = (1, 2, 3, 4, 5)
 
