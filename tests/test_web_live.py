@@ -235,8 +235,11 @@ def test_real_tracer_through_the_server(tmp_path, netns, mode):
                 break
             time.sleep(0.1)
         assert row["state"] == "tracing", row["error"]
-        # compiling and attaching ran off the event loop: the API kept answering, progress was sent
-        assert worst < 1.0, f"an API call took {worst:.2f}s while the tracer compiled/attached"
+        # compiling and attaching ran off the event loop: the API kept answering (an answer well
+        # inside the time the start took; had the loop been blocked it would wait for all of it),
+        # and progress was sent. Not a speed goal: emulated guests are slow across the board.
+        took = time.monotonic() - t0
+        assert worst < max(1.0, took / 4), f"an API call took {worst:.2f}s of a {took:.1f}s start"
         assert any(s.get("progress") for s in got["status"])
         ns.ping("127.0.0.2", count=3)
         requests = lambda: [j for j in got["journeys"] if (j.get("tuple") or {}).get("icmp_type") == 8]  # noqa: E731
