@@ -36,7 +36,8 @@ class FentryBackend:
                 continue
             target = self.btf_id_of(fn.name)
             if target is None:
-                result.failed[fn.name] = "no BTF id for this function"
+                result.failed[fn.name] = ("module function: the fentry backend attaches to vmlinux only"
+                                          if getattr(fn, "module", None) else "no BTF id for this function")
                 continue
             if prog not in insns:
                 insns[prog] = self.bpf.dump_func(prog)
