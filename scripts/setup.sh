@@ -124,7 +124,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] ||
    ! "$VENV/bin/python" -c 'import ipft_web, flask, flask_socketio, elftools' 2>/dev/null ||
    ! [ -x "$VENV/bin/ipft" ]; then
     log "pip install -e '.${EXTRAS:+[$EXTRAS]}'"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$REPO${EXTRAS:+[$EXTRAS]}"
+    "$VENV/bin/python" -m pip install -qq --disable-pip-version-check -e "$REPO${EXTRAS:+[$EXTRAS]}"
     echo "$WANT" > "$STAMP"
     # a runtime install must not satisfy a later test install, and vice versa is fine
     [ -n "$EXTRAS" ] && echo "$WANT" > "$VENV/.ipft-setup-runtime"
