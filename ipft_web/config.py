@@ -30,9 +30,11 @@ def parse_u32(value, what: str) -> int:
 
 
 def compile_regex(pattern):
-    """A user's function filter as a compiled regex (None = every function)."""
+    """A user's function filter as a compiled regex (None = every function; a compiled one passes)."""
     if pattern is None or pattern == "":
         return None
+    if isinstance(pattern, re.Pattern):
+        return pattern
     if not isinstance(pattern, str):
         raise UsageError("regex must be a string")
     if len(pattern) > MAX_REGEX:

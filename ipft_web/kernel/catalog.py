@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UsageError
+from ..config import compile_regex as _compile_regex
 from . import kallsyms as kallsyms_mod
 
 SOURCE_FTRACE = "available_filter_functions"
@@ -23,7 +23,6 @@ SOURCE_TYPES = "type-info-only"  # no symbol list at all: every function with ty
 STRUCT = "sk_buff"
 TP_PREFIX = "btf_trace_"
 EVENTS_DIRS = ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")
-MAX_REGEX = 1000
 
 # Tracepoint group when tracefs can't tell (tracepoints with an skb in Linux 5.x-6.x).
 KNOWN_GROUPS = {
@@ -217,17 +216,8 @@ class Catalog:
 
 
 def compile_regex(regex):
-    """A compiled pattern; UsageError with one line for an invalid one."""
-    if isinstance(regex, re.Pattern):
-        return regex
-    if not isinstance(regex, str):
-        raise UsageError("the function regex must be a string")
-    if len(regex) > MAX_REGEX:
-        raise UsageError(f"the function regex is too long ({len(regex)} characters, at most {MAX_REGEX})")
-    try:
-        return re.compile(regex)
-    except re.error as exc:
-        raise UsageError(f"invalid regex {regex!r}: {exc}") from None
+    """A compiled pattern (the one validation of ipft_web.config); "" or None match everything."""
+    return _compile_regex(regex) or re.compile("")
 
 
 def _struct_ptr_functions(typedb, struct: str):
