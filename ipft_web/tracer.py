@@ -17,7 +17,7 @@ from . import fields, program
 from .fields import bpfmap as fields_bpfmap
 from .config import TraceConfig
 from .errors import EnvError, UsageError
-from .events import (KIND_CONSUME, KIND_DROP, KIND_FREE, KIND_KPROBE, KIND_TP, decode, ifname_of,
+from .events import (KIND_CONSUME, KIND_DROP, KIND_FREE, KIND_KPROBE, decode, ifname_of,
                      tuple_of)
 from .journeys import Assembler, Hit
 from .kernel.view import KernelView
