@@ -92,7 +92,11 @@ class SessionManager:
                 raise Busy(f"session {self.live.id} is {self.live.state}; stop it first "
                            "(one tracer at a time: kernel resources are shared)")
             cfg = {"mark": config.mark, "mask": config.mask, "regex": config.regex or None,
-                   "backend": config.backend, "fields": list(config.fields or []), "script": config.script}
+                   "backend": config.backend}
+            if config.fields:
+                cfg["fields"] = list(config.fields)
+            if config.script:
+                cfg["script"] = config.script
             sid = self.store.create_session(cfg, self.tracer_label, self.max_journeys, self.keep_sessions)
             live = _Live(sid, config, self.max_journeys)
             self.live = live
