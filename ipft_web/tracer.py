@@ -142,9 +142,10 @@ class Tracer:
             from .backends import make
             self.backend = make(backend, self.bpf, kernel)
             res = self.backend.attach(functions, self.on_progress)
-            if functions and not res.attached:
-                first = next(iter(res.failed.items()), ("?", "refused"))
-                raise EnvError(f"the kernel refused all {len(functions)} functions for the {backend} backend "
+            wanted = [f.name for f in functions if self.config.matches(f.name)]
+            if wanted and not set(wanted) & set(res.attached):
+                first = next(((n, res.failed[n]) for n in wanted if n in res.failed), ("?", "refused"))
+                raise EnvError(f"the kernel refused all {len(wanted)} functions for the {backend} backend "
                                f"({first[0]}: {first[1]}); try another -b")
             self.symbolize = Symbolizer(
                 (addr, name) for name in res.attached for addr in kernel.addresses(name))

@@ -81,13 +81,13 @@ class Server:
             self.stop()
             raise AssertionError(f"server did not start: {line!r}\n{self.stderr()}")
         self.url = line.split("open ", 1)[1].strip()
-        wait_for(self._up, 15, what="server listening")
+        wait_for(self._up, 90, what="server listening")   # emulated guests are slow to answer first
 
     def _up(self):
         try:
             self.get("/api/status")
             return True
-        except (urllib.error.URLError, ConnectionError):
+        except (urllib.error.URLError, OSError):   # refused, reset, or not answering yet (timeout)
             return False
 
     def request(self, method, path, body=None, headers=None):
