@@ -139,7 +139,7 @@ def compile_program(spec: ProgramSpec):
     bcc = import_bcc()
     started = time.monotonic()
     try:
-        bpf = bcc.BPF(text=spec.text, cflags=spec.cflags)
+        bpf = bcc.BPF(text=spec.text.encode(), cflags=spec.cflags)
         bpf.cflags = list(spec.cflags)
     except Exception as exc:  # BCC raises bare Exception on compile/load failures
         raise EnvError(f"could not compile the BPF program: {str(exc).strip().splitlines()[0]}") from None
