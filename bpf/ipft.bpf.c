@@ -309,8 +309,16 @@ int tp_consume_skb(struct bpf_raw_tracepoint_args *ctx)
 /* fentry entries (BPF_PROG_TYPE_TRACING): ctx is the argument array. BCC compiles them like any
  * function; ipft_web/backends/fentry.py loads their instructions once per traced function with
  * that function's BTF id. kprobe-multi reuses the kprobe_skb_N entries. */
+/* The argument is copied out with a probe read, so the verifier sees a plain number rather than a
+ * typed kernel pointer (it refuses variable offsets from those, which the field reader uses). */
+static __always_inline void *ipft_fentry_arg(u64 *ctx, int i)
+{
+    void *p = NULL;
+    bpf_probe_read_kernel(&p, sizeof(p), &ctx[i]);
+    return p;
+}
 #define IPFT_FENTRY(n) \
     int fentry_skb_##n(u64 *ctx) \
-    { return ipft_hit(ctx, (void *)ctx[n - 1], bpf_get_func_ip(ctx), KIND_KPROBE, 0, 0); }
+    { return ipft_hit(ctx, ipft_fentry_arg(ctx, n - 1), bpf_get_func_ip(ctx), KIND_KPROBE, 0, 0); }
 IPFT_FENTRY(1) IPFT_FENTRY(2) IPFT_FENTRY(3) IPFT_FENTRY(4) IPFT_FENTRY(5) IPFT_FENTRY(6)
-int fentry_free(u64 *ctx) { return ipft_hit(ctx, (void *)ctx[0], bpf_get_func_ip(ctx), KIND_FREE, 0, 0); }
+int fentry_free(u64 *ctx) { return ipft_hit(ctx, ipft_fentry_arg(ctx, 0), bpf_get_func_ip(ctx), KIND_FREE, 0, 0); }

@@ -130,8 +130,7 @@ def test_gso_fields_guest_fentry(netns, ipft):
     # fentry attaches to vmlinux functions only (module BTF objects are not passed yet): the
     # segments are seen leaving the qdisc in dev_hard_start_xmit, before veth moves them on.
     trace_gso(netns, ipft, "-b", "fentry", "-r",
-              r"^(__dev_queue_xmit|validate_xmit_skb|skb_segment|dev_hard_start_xmit|ip_rcv|tcp_v4_rcv)$",
-              segments=False)  # known gap: the segments were not seen through fentry in 6.12 (issue 6 note)
+              r"^(__dev_queue_xmit|validate_xmit_skb|skb_segment|dev_hard_start_xmit|ip_rcv|tcp_v4_rcv)$")
 
 
 def test_bad_path_refused_nothing_loaded(ipft):
