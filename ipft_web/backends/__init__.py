@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 IMPLEMENTED = ("kprobe-multi", "fentry", "kprobe", "tracepoint")
@@ -34,20 +35,34 @@ def quiet_stderr(sink: list):
             sink.extend(line for line in tmp.read().decode(errors="replace").splitlines() if line.strip())
 
 
+DETACH_THREADS = int(os.environ.get("IPFT_DETACH_THREADS", "64"))
+
+
+def close_many(fds, threads: int = DETACH_THREADS) -> None:
+    """Close perf-event/link fds in parallel (each close may wait for an RCU grace period)."""
+    def close(fd):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    fds = list(fds)
+    if len(fds) < 8:
+        for fd in fds:
+            close(fd)
+        return
+    with ThreadPoolExecutor(max_workers=min(threads, len(fds))) as pool:
+        list(pool.map(close, fds))
+
+
 def close_fds(fd_table: dict) -> None:
     """Detach by closing the perf-event / raw-tracepoint fds BCC keeps, then forget them.
 
     Closing the fd is what detaches; BCC's own detach also tries to delete tracefs probe
     entries that perf-PMU probes never created, which is slow on thousands of probes.
     """
-    for key, fd in list(fd_table.items()):
-        fds = fd.values() if isinstance(fd, dict) else [fd]
-        for one in fds:
-            try:
-                os.close(one)
-            except OSError:
-                pass
-        del fd_table[key]
+    fds = [one for fd in fd_table.values() for one in (fd.values() if isinstance(fd, dict) else [fd])]
+    fd_table.clear()
+    close_many(fds)
 
 
 def make(name: str, bpf, kernel):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 
 from ..kernel.sysbpf import BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY, BPFError, link_create_tracing, prog_load
-from . import AttachResult
-from .kprobe import FREE_FUNC, close_many
+from . import AttachResult, close_many
+from .kprobe import FREE_FUNC
 
 MAX_POS = 6
 

@@ -12,32 +12,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..kernel.sysbpf import BPFError, perf_attach_bpf, perf_kprobe_open
 from ..program import load_func
-from . import AttachResult
+from . import AttachResult, close_many
 
 MAX_POS = 5  # PT_REGS_PARM1..5 on x86-64
 FREE_FUNC = "kfree_skbmem"
 ATTACH_THREADS = int(os.environ.get("IPFT_ATTACH_THREADS", "1"))
-DETACH_THREADS = int(os.environ.get("IPFT_DETACH_THREADS", "64"))
 
 
 def program_for(fn) -> str:
     return "kprobe_free" if fn.name == FREE_FUNC else f"kprobe_skb_{fn.pos}"
-
-
-def close_many(fds, threads: int = DETACH_THREADS) -> None:
-    """Close perf-event/link fds in parallel (each close may wait for an RCU grace period)."""
-    def close(fd):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    fds = list(fds)
-    if len(fds) < 8:
-        for fd in fds:
-            close(fd)
-        return
-    with ThreadPoolExecutor(max_workers=min(threads, len(fds))) as pool:
-        list(pool.map(close, fds))
 
 
 class KprobeBackend:

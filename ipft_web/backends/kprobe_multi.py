@@ -8,8 +8,8 @@ from __future__ import annotations
 from ..kernel.sysbpf import BPF_TRACE_KPROBE_MULTI, BPFError
 from ..kernel.kprobe_multi import attach_kprobe_multi
 from ..program import load_func
-from . import AttachResult
-from .kprobe import FREE_FUNC, close_many
+from . import AttachResult, close_many
+from .kprobe import FREE_FUNC
 
 
 class KprobeMultiBackend:
