@@ -280,6 +280,10 @@ class Btf(TypeGraph):
             ids = ids + self.base._lookup(group, name)
         return ids
 
+    def func_ids(self, name: str) -> list[int]:
+        """Type ids of the FUNC records named `name` (its own and its base's), lowest first."""
+        return self._lookup("func", name)
+
     def _names(self, group: str):
         return self._group(group).keys()
 

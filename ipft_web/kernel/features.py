@@ -98,37 +98,12 @@ def _need_bpf():
 
 
 # -- BTF ------------------------------------------------------------------------------------
-_BTF_EXTRA = {  # kind -> (fixed bytes after the 12-byte header, bytes per vlen entry)
-    1: (4, 0), 3: (12, 0), 4: (0, 12), 5: (0, 12), 6: (0, 8), 13: (0, 8),
-    14: (4, 0), 15: (0, 12), 17: (4, 0), 19: (0, 12),
-}
-_BTF_KIND_FUNC = 12
-
-
 def btf_func_ids(names, path: str = VMLINUX_BTF) -> dict[str, int]:
     """Type ids of FUNC entries with these names in a (base) BTF file; missing names are left out."""
-    with open(path, "rb") as f:
-        data = f.read()
-    magic, _ver, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from("<HBBIIIII", data)
-    if magic != 0xEB9F:
-        raise ValueError(f"{path}: not BTF (magic {magic:#x})")
-    strings = data[hdr_len + str_off: hdr_len + str_off + str_len]
-    wanted = {}
-    for name in names:
-        at = strings.find(b"\0" + name.encode() + b"\0")
-        if at >= 0:
-            wanted[at + 1] = name
-    found: dict[str, int] = {}
-    pos, end, type_id = hdr_len + type_off, hdr_len + type_off + type_len, 1
-    while pos < end and len(found) < len(wanted):
-        name_off, info = struct.unpack_from("<II", data, pos)
-        kind = (info >> 24) & 0x1F
-        if kind == _BTF_KIND_FUNC and name_off in wanted:
-            found.setdefault(wanted[name_off], type_id)
-        fixed, per = _BTF_EXTRA.get(kind, (0, 0))
-        pos += 12 + fixed + per * (info & 0xFFFF)
-        type_id += 1
-    return found
+    from .btf import read_btf
+
+    btf = read_btf(path)
+    return {name: ids[0] for name in names if (ids := btf.func_ids(name))}
 
 
 @_probe

@@ -88,7 +88,7 @@ class KernelView:
         if entry is None or entry.module:
             return None
         vmlinux = getattr(self.typedb, "vmlinux", None)  # BTF only: DWARF has no type ids for fentry
-        ids = vmlinux._lookup("func", name) if vmlinux is not None else []
+        ids = vmlinux.func_ids(name) if vmlinux is not None else []
         return (ids[0], 0) if ids else None
 
     # -- drop reasons --------------------------------------------------------------------
