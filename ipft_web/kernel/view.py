@@ -11,6 +11,7 @@ import threading
 import time
 
 from ..program import Tracepoint
+from .typedb import short_enum_name
 
 _cache: dict = {}
 
@@ -98,7 +99,7 @@ class KernelView:
                 enum = self.typedb.enum("skb_drop_reason")
             except KeyError:
                 enum = {}
-            self._reasons = {v: k.removeprefix("SKB_DROP_REASON_").removeprefix("SKB_") for k, v in enum.items()}
+            self._reasons = {v: short_enum_name(k) for k, v in enum.items()}
         if self.kfree_skb_args.get("reason") is None:
             return "NOT_SPECIFIED"  # kernels before 5.17 give no reason
         return self._reasons.get(value, f"REASON_{value}")
