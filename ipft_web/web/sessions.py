@@ -263,11 +263,13 @@ class SessionManager:
         with self.lock:
             if self.live is not live:
                 return
-            live.state = state
-            live.error = error
+            # the store first, then the live slot: a reader sees the final state only once the
+            # session is no longer active (never "error" with /api/status still naming it)
             self.store.update_session(live.id, state=state, error=error, ended=time.time(), journeys=live.kept,
                                       drops=live.drops, over_cap=live.over_cap, stats=live.stats())
             self.live = None
+            live.state = state
+            live.error = error
         for callback in list(self.on_end):
             try:
                 callback(live.id)
