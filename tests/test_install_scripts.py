@@ -12,10 +12,10 @@ SCRIPTS = [INSTALL, ROOT / "scripts" / "test-image.sh"]
 IS_ROOT = os.geteuid() == 0
 
 
-def run(args, env=None, timeout=600):
+def run(args, env=None, timeout=600, cwd=None):
     full_env = dict(os.environ)
     full_env.update(env or {})
-    return subprocess.run(args, capture_output=True, text=True, env=full_env, timeout=timeout)
+    return subprocess.run(args, capture_output=True, text=True, env=full_env, timeout=timeout, cwd=cwd)
 
 
 def system_bcc() -> bool:
@@ -121,6 +121,16 @@ def test_install_for_real_is_idempotent_and_uninstalls(tmp_path):
     assert run([str(bindir / "ipft-web"), "--help"]).returncode == 0
     r = run([str(venv / "bin" / "python"), "-c", "import bcc, ipft_web.doctor; print(bcc.__file__)"])
     assert r.returncode == 0 and r.stdout.startswith("/usr/lib/python3/")
+    # the installed copy (not the work tree) has every module and its data: import them all
+    code = ("import pkgutil, ipft_web\n"
+            "assert '/opt/venv/' in ipft_web.__file__, ipft_web.__file__\n"
+            "for m in pkgutil.walk_packages(ipft_web.__path__, 'ipft_web.'):\n"
+            "    __import__(m.name)\n"
+            "from ipft_web.config import TraceConfig; TraceConfig(mark=1, fields=['skb->len'])\n")
+    r = run([str(venv / "bin" / "python"), "-c", code], cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    scripts = run([str(bindir / "ipft"), "--scripts"], cwd=str(tmp_path))
+    assert scripts.returncode == 0 and "gso" in scripts.stdout, scripts.stderr
 
     second = run(args, env=env)
     assert second.returncode == 0, second.stderr[-3000:]

@@ -16,6 +16,11 @@ def test_wheel_carries_static_templates_bpf(tmp_path):
                  "ipft_web/static/js/app.js", "ipft_web/static/vendor/socket.io.min.js",
                  "ipft_web/data/layers.json", "ipft_web/data/scripts/gso.toml"):
         assert path in names, path
+    # every module of the source tree, subpackages included (a package left out of pyproject.toml
+    # works in an editable install and breaks every real one)
+    for path in sorted((REPO / "ipft_web").rglob("*.py")):
+        rel = path.relative_to(REPO).as_posix()
+        assert rel in names, f"{rel} is not in the wheel: list its package in pyproject.toml"
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(glob.glob(str(tmp_path / "*.whl"))[0]).read(entry).decode()
     assert "ipft = ipft_web.cli:main" in text and "ipft-web = ipft_web.web.server:main" in text
