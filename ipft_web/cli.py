@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -110,19 +111,28 @@ def trace(args) -> int:
     agg = Aggregate()
     out = sys.stdout
 
-    def on_journey(j):
-        if args.output == "json":
-            out.write(format_json(j))
-        elif args.output == "text":
-            out.write(format_text(j))
-        else:
-            agg.add(j)
-        out.flush()
+    stop = {"now": False, "tracing": False, "pipe_closed": False}
 
-    stop = {"now": False}
+    def on_journey(j):
+        if stop["pipe_closed"]:
+            return
+        try:
+            if args.output == "json":
+                out.write(format_json(j))
+            elif args.output == "text":
+                out.write(format_text(j))
+            else:
+                agg.add(j)
+            out.flush()
+        except BrokenPipeError:  # `ipft ... | head`: the reader is gone; stop tracing quietly
+            stop["pipe_closed"] = stop["now"] = True
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
 
     def on_signal(signum, frame):
         stop["now"] = True
+        if not stop["tracing"]:
+            # still compiling or attaching: stop that now (start() undoes what it did)
+            raise KeyboardInterrupt
 
     from .marks.cli import applied_rules
 
@@ -132,6 +142,7 @@ def trace(args) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         tracer.start()
+        stop["tracing"] = True
         with rules:  # marking starts only once every probe is attached, and ends before detaching
             st = tracer.stats()
             if args.verbose:
@@ -152,8 +163,11 @@ def trace(args) -> int:
         out.write(agg.format_text())
     st = tracer.stats()
     summary = f"{st['journeys']} journeys, {st['events']} events, {st['lost']} lost"
+    if st["errors"]:
+        summary += f", {st['errors']} undecodable"
     if st["lost"]:
-        summary += " (ring buffer full: narrow -r or raise the rate limit of the mark rule)"
+        summary += (" (ring buffer full: the consumer fell behind; narrow -r, mark fewer packets, "
+                    "or limit the mark rule's rate=)")
     sys.stderr.write(summary + "\n")
     if args.verbose:
         sys.stderr.write("seconds: " + ", ".join(f"{k} {v}" for k, v in st["timings"].items()) + "\n")
@@ -176,6 +190,9 @@ def main(argv=None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt:
+        sys.stderr.write("ipft: interrupted\n")
+        return 130
 
 
 if __name__ == "__main__":

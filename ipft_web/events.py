@@ -39,10 +39,16 @@ class RawEvent:
 
 
 def decode(data: bytes) -> RawEvent:
+    return decode_from(data, 0, len(data))
+
+
+def decode_from(buf, offset: int, size: int) -> RawEvent:
+    """The event of `size` bytes at `offset` in `buf` (the ring buffer's pages: read in place)."""
     (skb, ts, addr, location, cpu, length, mark, ifindex, netns, reason,
-     family, l4proto, kind, _pad, l4, ip_id, _pad2, _pad3, saddr, daddr, ifname) = EVENT.unpack_from(data)
+     family, l4proto, kind, _pad, l4, ip_id, _pad2, _pad3, saddr, daddr, ifname) = EVENT.unpack_from(buf, offset)
+    fields = bytes(buf[offset + EVENT_SIZE:offset + size]) if size > EVENT_SIZE else b""
     return RawEvent(skb, ts, addr, location, cpu, length, mark, ifindex, netns, reason,
-                    family, l4proto, kind, l4, ip_id, saddr, daddr, ifname, bytes(data[EVENT_SIZE:]))
+                    family, l4proto, kind, l4, ip_id, saddr, daddr, ifname, fields)
 
 
 _tuples: dict = {}

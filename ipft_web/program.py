@@ -7,6 +7,7 @@ source is integers only; nothing a user typed ever reaches the C text.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import resource
 import time
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 from . import resources
 from .errors import EnvError
+from .ringbuf import RingReader
 
 log = logging.getLogger(__name__)
 
@@ -191,16 +193,20 @@ class Compiled:
         self.seconds = seconds
         self.sink = None
         self.in_use = False
-        bpf["ipft_events"].open_ring_buffer(self._dispatch)
+        self.reader = RingReader(bpf["ipft_events"].map_fd, RINGBUF_PAGES * mmap.PAGESIZE)
 
-    def _dispatch(self, ctx, data, size):
+    def _dispatch(self, buf, offset, size):
         sink = self.sink
         if sink is not None:
-            sink(ctx, data, size)
+            sink(buf, offset, size)
+
+    def drain(self, limit: int) -> int:
+        """Hand at most `limit` events to the sink; returns how many."""
+        return self.reader.consume(self._dispatch, limit)
 
     def release(self) -> None:
-        """After a session: drain what is left, forget followed skbs."""
-        self.bpf.ring_buffer_consume()
+        """After a session (probes detached, so this ends): drain what is left, forget followed skbs."""
+        self.reader.consume(self._dispatch)
         self.sink = None
         self.bpf["ipft_tracked"].clear()
         self.in_use = False

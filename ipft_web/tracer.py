@@ -7,7 +7,6 @@ everything the tracer did to the kernel.
 from __future__ import annotations
 
 import bisect
-import ctypes
 import logging
 import os
 import threading
@@ -17,7 +16,7 @@ from . import fields, program
 from .fields import bpfmap as fields_bpfmap
 from .config import TraceConfig
 from .errors import EnvError, UsageError
-from .events import (KIND_CONSUME, KIND_DROP, KIND_FREE, KIND_KPROBE, decode, ifname_of,
+from .events import (KIND_CONSUME, KIND_DROP, KIND_FREE, KIND_KPROBE, decode_from, ifname_of,
                      tuple_of)
 from .journeys import Assembler, Hit
 from .kernel.view import KernelView
@@ -29,6 +28,10 @@ NOT_A_DROP = {"NOT_DROPPED_YET", "CONSUMED"}
 # What `-b auto` picks, best first. fentry comes after kprobe: it loads (and verifies) one program
 # per function, which in a 6.1 guest took far longer than attaching the same functions as kprobes.
 AUTO_ORDER = ("kprobe-multi", "kprobe", "fentry", "tracepoint")
+
+# poll(): events are taken in chunks until none are left or the time budget is spent
+POLL_CHUNK = 2048
+POLL_BUDGET_S = 0.05
 
 
 class Symbolizer:
@@ -82,6 +85,7 @@ class Tracer:
         self.failed: dict[str, str] = {}
         self.header_note: str | None = None
         self.events = 0
+        self.errors = 0
         self.lost = 0
         self.journeys = 0
         self.started_at = None
@@ -202,13 +206,20 @@ class Tracer:
         return functions, slots
 
     def poll(self, timeout_ms: int = 0) -> None:
+        """Take what the kernel sent (waiting up to `timeout_ms` for it) and emit finished journeys.
+
+        Bounded: at most POLL_BUDGET_S of decoding per call, so a flood the consumer cannot keep up
+        with still lets the caller see Ctrl-C, --duration or the web loop's other work."""
         if self.state != "tracing":
             return
+        if timeout_ms:
+            self.program.reader.wait(timeout_ms)
         with self._lock:
-            if timeout_ms:
-                self.bpf.ring_buffer_poll(timeout_ms)
-            else:
-                self.bpf.ring_buffer_consume()
+            if self.state != "tracing":
+                return
+            deadline = time.monotonic() + POLL_BUDGET_S
+            while self.program.drain(POLL_CHUNK) == POLL_CHUNK and time.monotonic() < deadline:
+                pass
             self.assembler.tick()
             self.lost = program.lost_events(self.bpf) - self.lost_base
 
@@ -240,6 +251,7 @@ class Tracer:
             "failed_funcs": dict(sorted(self.failed.items())),
             "events": self.events,
             "lost": self.lost,
+            "errors": self.errors,
             "journeys": self.journeys,
             "headers": self.header_note,
             "timings": dict(self.timings),
@@ -251,21 +263,23 @@ class Tracer:
         self.journeys += 1
         self.on_journey(journey)
 
-    def _on_event(self, _ctx, data, size) -> None:
+    def _on_event(self, buf, offset, size) -> None:
         self.events += 1
         try:
-            ev = decode(ctypes.string_at(data, size))
-            self.assembler.feed(self._hit(ev))
-        except Exception:  # never let one odd event kill the loop; count it
-            log.exception("could not decode an event")
+            self.assembler.feed(self._hit(decode_from(buf, offset, size)))
+        except Exception as exc:  # never let one odd event kill the loop; count it, say it once
+            self.errors += 1
+            if self.errors == 1:
+                log.warning("could not decode an event (counted in 'errors'): %s: %s", type(exc).__name__, exc)
+            log.debug("event decoding failed", exc_info=True)
 
     def _hit(self, ev) -> Hit:
-        kind = "kprobe"
         end = None
         drop_reason = drop_func = None
-        if ev.kind in (KIND_KPROBE, KIND_FREE):
-            func = (self.symbolize(ev.addr) if self.symbolize else None) or self.kernel.symbol(ev.addr) \
-                or f"0x{ev.addr:x}"
+        if ev.kind == KIND_KPROBE or ev.kind == KIND_FREE:
+            func = self.symbolize(ev.addr) if self.symbolize else None
+            if func is None:
+                func = self.kernel.symbol(ev.addr) or f"0x{ev.addr:x}"
             kind = self.backend.kind if self.backend else "kprobe"
             if ev.kind == KIND_FREE:
                 end = "free"

@@ -14,8 +14,11 @@ one in skb:kfree_skb with a netfilter reason.
 """
 from __future__ import annotations
 
+import json
+import select
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -306,3 +309,56 @@ def test_host_dropped_ping_has_kfree_skb_reason(tracepoint_session, netns):
     assert "NETFILTER" in j["drop_reason"], j
     assert funcs(j)[-1] == "skb:kfree_skb", funcs(j)
     assert j["drop_func"], j
+
+
+@host_only
+@pytest.mark.root
+def test_ctrl_c_while_starting_stops_at_once():
+    """SIGINT during kernel introspection/compile: one line, exit 130, no traceback, no waiting."""
+    p = subprocess.Popen(ipft_argv() + ["-m", "1", "-b", "tracepoint"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    assert p.poll() is None, p.communicate()
+    p.send_signal(subprocess.signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, (p.returncode, err)
+    assert err.strip().splitlines()[-1] == "ipft: interrupted", err
+    assert "Traceback" not in err and "tracing" not in err, err
+
+
+@host_only
+@pytest.mark.root
+def test_reader_gone_ends_the_trace_quietly(netns):
+    """`ipft -o json | head -1`: once the pipe is closed ipft detaches and exits 0 on its own."""
+    mark = HOST_MARK | 3
+    p = subprocess.Popen(ipft_argv() + ["-m", hex(mark), "-b", "tracepoint", "-o", "json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    err = []
+    reader = threading.Thread(target=lambda: [err.append(line) for line in p.stderr], daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not any("tracing" in line for line in err) and time.monotonic() < deadline:
+            assert p.poll() is None, "".join(err)
+            time.sleep(0.2)
+        ns = netns("tp-pipe")
+        ns.iptables("-t", "raw", "-A", "OUTPUT", "-p", "1", "-d", "127.0.0.2", "-m", "comment",
+                    "--comment", "ipft-test", "-j", "MARK", "--set-mark", hex(mark))
+        while not select.select([p.stdout], [], [], 0.5)[0]:
+            assert time.monotonic() < deadline, "".join(err)
+            ns.ping("127.0.0.2")
+        assert json.loads(p.stdout.readline())["mark"] == mark
+        p.stdout.close()            # what `head -1` does after its line
+        deadline = time.monotonic() + 60
+        while p.poll() is None and time.monotonic() < deadline:
+            ns.ping("127.0.0.2")
+            time.sleep(0.5)
+        assert p.wait(timeout=30) == 0, "".join(err)
+    finally:
+        if p.poll() is None:
+            p.send_signal(subprocess.signal.SIGINT)
+            p.wait(timeout=60)
+    reader.join(timeout=10)
+    text = "".join(err)
+    assert "Traceback" not in text and "BrokenPipe" not in text, text
+    assert "journeys" in err[-1], text
