@@ -138,8 +138,8 @@ def trace(args) -> int:
 
     tracer = Tracer(config, on_journey)
     rules = applied_rules(args, config.mark, config.mask)  # validated before anything is attached
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     try:
         tracer.start()
         stop["tracing"] = True

@@ -336,6 +336,8 @@
         btn,
         commandList(items.map((x) => x.remove_command)));
       this.banner.hidden = false;
+      const folded = this.root.closest("details");   // a warning nobody sees is no warning
+      if (folded) folded.open = true;
     }
 
     async refresh() {

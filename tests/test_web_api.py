@@ -144,6 +144,11 @@ def test_body_must_be_a_json_object(client):
     assert r.status_code == 400
     r = client.post("/api/sessions", data="{" + " " * 70000 + "}", headers=dict(AUTH, **{"Content-Type": "application/json"}))
     assert r.status_code == 413 and "error" in r.json
+    for body in ("[" * 20000 + "]" * 20000, '{"mark": ' + "[" * 20000 + "]" * 20000 + "}",
+                 '{"mark": 1, "mark": 2}', '{"mark": NaN}', b'{"mark": "\xff"}'):
+        r = client.post("/api/sessions", data=body, headers=dict(AUTH, **{"Content-Type": "application/json"}))
+        assert r.status_code == 400 and r.json["error"].count("\n") == 0, (body[:30], r.status_code, r.data[:200])
+    assert client.get("/api/sessions", headers=AUTH).json["sessions"] == []
 
 
 @pytest.mark.parametrize("query", ["after=-1", "after=abc", "limit=0", "limit=999999", "after=1e3"])

@@ -14,7 +14,6 @@ leftovers, a list of netns names (None in it: this namespace); default this one 
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 
@@ -22,6 +21,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from ..config import U32, parse_u32
 from ..errors import EnvError, UsageError
+from ..web.jsonbody import parse_object
 from . import apply, cleanup, render, runner
 from .registry import REGISTRY
 from .spec import parse_spec
@@ -68,17 +68,8 @@ def _defaults(session):
     return mark, (U32 if mask is None else mask)
 
 
-def _no_duplicates(pairs):
-    out = {}
-    for key, value in pairs:
-        if key in out:
-            raise UsageError(f"field {str(key)!r:.40} is given twice")
-        out[key] = value
-    return out
-
-
 def _body() -> dict:
-    """The JSON object of the request: at most MAX_BODY bytes, UTF-8, no duplicate keys."""
+    """The JSON object of the request: at most MAX_BODY bytes, strict JSON (web/jsonbody.py)."""
     if not request.is_json:
         raise UsageError("send the rule as JSON (Content-Type: application/json)")
     if request.content_length is not None and request.content_length > MAX_BODY:
@@ -86,18 +77,7 @@ def _body() -> dict:
     raw = request.stream.read(MAX_BODY + 1)
     if len(raw) > MAX_BODY:
         raise UsageError(f"request body is larger than {MAX_BODY} bytes")
-    try:
-        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates,
-                          parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise UsageError("the request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise UsageError("the request body must be a JSON object")
-    return data
-
-
-def _refuse_constant(name):
-    raise ValueError(name)   # NaN, Infinity
+    return parse_object(raw)
 
 
 def _parse(data: dict):

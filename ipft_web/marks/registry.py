@@ -10,8 +10,9 @@ import logging
 import signal
 import threading
 
-from ..errors import EnvError
+from ..errors import EnvError, UsageError
 from . import apply as _apply
+from . import render
 from .spec import MarkSpec
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,24 @@ class Registry:
             done = _apply.remove(rule)
             self._rules.pop(rule_id, None)
             return done
+
+    def check_unowned(self, ids) -> None:
+        """UsageError unless every id names an active rule that no session owns yet."""
+        with self._lock:
+            for rule_id in ids:
+                rule = self._rules.get(rule_id) if isinstance(rule_id, str) and render.ID_RE.fullmatch(rule_id) else None
+                if rule is None:
+                    raise UsageError(f"no active marking rule {str(rule_id)!r:.60}")
+                if rule.session is not None:
+                    raise UsageError(f"marking rule {rule_id} belongs to session {rule.session} already")
+
+    def adopt(self, ids, session: str) -> None:
+        """Give unowned rules to a session: they are removed when it ends."""
+        with self._lock:
+            for rule_id in ids:
+                rule = self._rules.get(rule_id)
+                if rule is not None and rule.session is None:
+                    rule.session = session
 
     def remove_session(self, session: str) -> list[str]:
         """Remove the rules made for a session (call when the session ends)."""

@@ -10,11 +10,12 @@ from ..errors import UsageError
 from ..output import Aggregate
 from . import exports
 from .functions import NotReady
+from .jsonbody import parse_object
 from .sessions import Busy
 from .store import MAX_ID
 
 bp = Blueprint("api", __name__, url_prefix="/api")
-SESSION_FIELDS = {"mark", "mask", "regex", "backend", "fields", "script"}
+SESSION_FIELDS = {"mark", "mask", "regex", "backend", "fields", "script", "mark_rules"}
 MAX_PAGE = 5000
 
 
@@ -47,13 +48,13 @@ def _session_or_404(sid: int) -> dict:
     return row
 
 
+MAX_SESSION_RULES = 16
+
+
 def _json_body() -> dict:
     if request.mimetype != "application/json":
         raise ApiError(415, "send the body as JSON (Content-Type: application/json)")
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise UsageError("the body must be a JSON object")
-    return body
+    return parse_object(request.get_data(cache=False), what="the body")
 
 
 # -- server state ---------------------------------------------------------------------------
@@ -107,12 +108,23 @@ def start_session():
     script = body.get("script")
     if script is not None and not isinstance(script, str):
         raise UsageError("script must be the name of an installed field script")
+    rules = body.get("mark_rules")
+    if rules is not None and not (isinstance(rules, list) and len(rules) <= MAX_SESSION_RULES
+                                  and all(isinstance(r, str) for r in rules)):
+        raise UsageError(f"mark_rules must be a list of marking rule ids (at most {MAX_SESSION_RULES})")
+    link = current_app.config.get("IPFT_SESSION_RULES")
+    if rules and link is None:
+        raise UsageError("this server has no marking rules (mark_rules)")
     config = TraceConfig(mark=body["mark"], mask=body.get("mask", 0xFFFFFFFF), regex=regex or None,
                          backend=backend, fields=fields or None, script=script or None)
+    if rules:
+        link.check_unowned(rules)
     try:
         row = ctx().sessions.start(config)
     except Busy as exc:
         raise ApiError(409, str(exc)) from None
+    if rules:
+        link.adopt(rules, row["id"])
     resp = jsonify(id=row["id"], session=row)
     resp.status_code = 201
     resp.headers["Location"] = f"/api/sessions/{row['id']}"

@@ -137,6 +137,24 @@ def _install_error_handlers(app) -> None:
         return jsonify(error=f"internal error: {type(exc).__name__}"), 500
 
 
+class SessionRules:
+    """Marking rules handed to a session when it starts (POST /api/sessions "mark_rules"): made
+    first (the dashboard's one-click "mark and trace"), removed when that session ends."""
+
+    def __init__(self, manager, registry):
+        self.manager = manager
+        self.registry = registry
+
+    def check_unowned(self, ids) -> None:
+        self.registry.check_unowned(ids)
+
+    def adopt(self, ids, sid: int) -> None:
+        self.registry.adopt(ids, str(sid))
+        live = self.manager.live
+        if live is None or live.id != sid:   # it ended before it got them: its end hook has run
+            self.registry.remove_session(str(sid))
+
+
 def _register_marks(app, manager) -> None:
     """The mark-rules blueprint (/api/marks), if that part is installed; same auth as the rest.
 
@@ -159,4 +177,5 @@ def _register_marks(app, manager) -> None:
 
     app.config["IPFT_MARKS_DEFAULT"] = default_mark
     manager.on_end.append(lambda sid: REGISTRY.remove_session(str(sid)))
+    app.config["IPFT_SESSION_RULES"] = SessionRules(manager, REGISTRY)
     app.register_blueprint(marks_bp)

@@ -167,7 +167,10 @@ def main(argv=None) -> int:
         offhub.run_off_hub(socketio, _quietly(precompile))
     print(f"{PROG}: open {url_for(args.host, args.port, token)}", flush=True)
 
+    # SIGTERM (kill, systemd) and SIGHUP (the terminal running it closed) end it like Ctrl-C: the
+    # session is stopped, probes detached and marking rules removed in the finally below
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
     try:
         runner.serve(app, sock, args.host, args.port, args.async_mode)
     except KeyboardInterrupt:

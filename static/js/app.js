@@ -12,7 +12,7 @@ import {renderAggregate} from "./aggregate.js";
 const ACTIVE = new Set(["starting", "attaching", "tracing", "stopping"]);
 const st = {
   layers: null, status: null, sessions: [], viewed: null, viewedRow: null, seen: new Set(),
-  selected: null, hit: -1, mode: "time", tab: "swimlane", lane: null, dirty: false, loading: 0,
+  selected: null, hit: -1, mode: "time", tab: "swimlane", lane: null, dirty: false, loading: 0, pendingRules: [],
 };
 let list, overview;
 
@@ -48,6 +48,8 @@ async function boot() {
 async function startFromMarks(detail) {
   const active = st.status && st.status.active;
   if (active && ACTIVE.has(active.state)) return;
+  // the rule just made belongs to the session this starts: removed when it ends
+  st.pendingRules = detail && detail.rule && detail.rule.id ? [detail.rule.id] : [];
   if (detail && detail.mark !== undefined && detail.mark !== null && detail.mark !== "") $("#f-mark").value = String(detail.mark);
   if (detail && detail.mask !== undefined && detail.mask !== null && detail.mask !== "") $("#f-mask").value = String(detail.mask);
   $("#start-form").requestSubmit();
@@ -82,6 +84,7 @@ function connect() {
     $("#conn").className = "conn on";
     $("#conn").title = "live";
     if (connectedBefore) {                 // back after a drop-out: catch up on what was missed
+      if (window.ipftMarks) window.ipftMarks.refresh();   // a restarted server may have found leftovers
       await refreshSessions();
       if (st.viewed) viewSession(st.viewed, st.selected && st.selected.id);
     }
@@ -99,6 +102,7 @@ function connect() {
     if (msg.session === st.viewed) addJourneys(msg.journeys);
   });
   socket.on("ended", async (msg) => {
+    if (window.ipftMarks) window.ipftMarks.refresh();   // its rules went with it
     await refreshSessions();
     if (msg.session && msg.session.id === st.viewed) { st.viewedRow = msg.session; renderHeader(); }
   });
@@ -252,6 +256,8 @@ function wireForm() {
     const body = {mark: $("#f-mark").value.trim(), mask: $("#f-mask").value.trim() || "0xffffffff",
       regex: $("#f-regex").value, backend: $("#f-backend").value,
       fields: $("#f-fields").value.split(",").map((f) => f.trim()).filter(Boolean)};
+    if (st.pendingRules && st.pendingRules.length) body.mark_rules = st.pendingRules;
+    st.pendingRules = [];
     $("#btn-start").disabled = true;
     try {
       const res = await api.start(body);

@@ -215,3 +215,34 @@ def test_ten_thousand_journeys(page, tmp_path, request):
         assert page.console_log.ours() == []
     finally:
         srv.stop()
+
+
+@pytest.mark.root
+def test_one_click_mark_and_trace_rule_goes_with_the_session(page, tmp_path):
+    """"Mark ICMP to 127.0.0.2 and trace": the rule (in a throwaway namespace chosen in the form)
+    belongs to the session it starts, and is gone, from the kernel and the list, when that ends."""
+    from ipft_web.marks import listing
+    from test_marks_fixtures import delete_netns, make_netns
+    ns = make_netns()
+    srv = Server(tmp_path, extra_env={"IPFT_WEB_REPLAY_SPEED": "1"})
+    try:
+        page.goto(srv.url)
+        page.evaluate("document.querySelector('#marks-details').open = true")
+        wait_for(lambda: page.locator(f"select[name=netns] option[value='{ns}']").count() == 1, 20,
+                 what="the namespace in the form")
+        page.select_option("select[name=netns]", ns)
+        page.click("text=Mark ICMP to 127.0.0.2 and trace")
+        wait_for(lambda: page.locator("#state-pill").inner_text().lower() == "tracing", 30, what="tracing")
+        active = srv.get("/api/status")[1]["active"]
+        rules = srv.get("/api/marks")[1]["rules"]
+        assert len(rules) == 1 and rules[0]["session"] == str(active["id"]), rules
+        assert [t.rule_id for t in listing.list_tagged(ns)] == [rules[0]["id"]]
+        page.wait_for_selector(".marks-rule")
+        page.click("#btn-stop")
+        wait_for(lambda: srv.get("/api/marks")[1]["rules"] == [], 30, what="the session's rule removed")
+        assert listing.list_tagged(ns) == []
+        page.wait_for_selector(".marks-empty")     # the panel's list follows
+        assert page.console_log.ours() == []
+    finally:
+        srv.stop()
+        delete_netns(ns)
