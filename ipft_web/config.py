@@ -40,9 +40,48 @@ def compile_regex(pattern):
     if len(pattern) > MAX_REGEX:
         raise UsageError(f"regex is longer than {MAX_REGEX} characters")
     try:
-        return re.compile(pattern)
+        compiled = re.compile(pattern)
     except re.error as exc:
         raise UsageError(f"invalid regex {pattern!r:.60}: {exc}") from None
+    if _nested_repeat(pattern):
+        raise UsageError(f"regex {pattern!r:.60} repeats a repetition or a choice (like (a+)+ or (a|b)*): "
+                         "that can take exponential time on every function name; write it without nesting")
+    return compiled
+
+
+try:   # the parser behind re.compile, to look at the pattern's structure (3.11: re._parser)
+    from re import _parser as _re_parser
+except ImportError:  # Python 3.10
+    import sre_parse as _re_parser
+
+
+def _nested_repeat(pattern: str) -> bool:
+    """True when a repeat contains another repeat or alternatives: the shapes that backtrack
+    exponentially (ReDoS). The regex runs on the server over thousands of names per keystroke."""
+    try:
+        return _risky(_re_parser.parse(pattern), False)
+    except Exception:   # a parser we do not know: re.compile already accepted the pattern
+        return False
+
+
+def _risky(items, in_repeat: bool) -> bool:
+    for op, av in items:
+        name = str(op)
+        if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            _lo, hi, sub = av
+            many = hi > 1
+            if (in_repeat and many) or _risky(sub, in_repeat or many):
+                return True
+        elif name == "BRANCH":
+            if in_repeat or any(_risky(alt, in_repeat) for alt in av[1]):
+                return True
+        elif name in ("SUBPATTERN", "ATOMIC_GROUP", "ASSERT", "ASSERT_NOT"):
+            if _risky(av[-1] if name != "ATOMIC_GROUP" else av, in_repeat):
+                return True
+        elif name == "GROUPREF_EXISTS":
+            if any(b is not None and _risky(b, in_repeat) for b in av[1:]):
+                return True
+    return False
 
 
 @dataclass

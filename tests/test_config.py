@@ -23,6 +23,20 @@ def test_bad_regex(pattern):
         compile_regex(pattern)
 
 
+@pytest.mark.parametrize("pattern", [r"^([a-z_]+){1,}X", r"(a+)+$", r"(a|aa)*X", r"((ip)*)*", r"(?:x*y?)*z",
+                                     r"(?=(a+)+)b", r"^(ip|tcp)+_rcv$", r"(\w+\s?)*$"])
+def test_exponential_regex_refused(pattern):
+    with pytest.raises(UsageError, match="exponential"):
+        compile_regex(pattern)
+
+
+@pytest.mark.parametrize("pattern", [r"^(ip|icmp)_", r"^ip_.*rcv$", r"tcp_v[46]_rcv", r"^(ip|ip6|tcp|udp|icmp)_",
+                                     r"^(ip_rcv|ip_rcv_finish|icmp_rcv)$", r"_{2,}dev", r"^nf_.*hook.*$", r"a{2}b{3}",
+                                     r"(?i)^IP_"])
+def test_ordinary_regex_accepted(pattern):
+    assert compile_regex(pattern) is not None
+
+
 def test_config():
     c = TraceConfig(mark="0x1234abcd", mask="0xffff0000", regex="^ip_")
     assert c.matches("ip_rcv") and not c.matches("tcp_v4_rcv")
