@@ -68,6 +68,13 @@ def precompile(vmlinux: str | None = None) -> float:
     return time.monotonic() - started
 
 
+def resolve_fields(config: TraceConfig, kernel: KernelView):
+    """The config's field paths resolved against this kernel's types (UsageError naming valid members)."""
+    from .fields.decode import FieldSet
+    specs = getattr(config, "field_specs", [])
+    return FieldSet(kernel.typedb, fields.resolve_all(kernel.typedb, specs))
+
+
 class Tracer:
     def __init__(self, config: TraceConfig, on_journey, on_progress=None, kernel: KernelView | None = None):
         self.config = config
@@ -169,9 +176,7 @@ class Tracer:
         self.started_at = time.time()
 
     def _resolve_fields(self, kernel):
-        from .fields.decode import FieldSet
-        specs = getattr(self.config, "field_specs", [])
-        return FieldSet(kernel.typedb, fields.resolve_all(kernel.typedb, specs))
+        return resolve_fields(self.config, kernel)
 
     def _choose_backend(self, kernel) -> str:
         from .backends import IMPLEMENTED

@@ -427,3 +427,26 @@ def test_fields_are_kept_with_the_session(client):
     row = client.get(f"/api/sessions/{sid}", headers=AUTH).json
     cfg = row.get("config") or row.get("session", {}).get("config")
     assert cfg["fields"] == ["skb->len"], row
+
+
+def test_scripts_list_for_the_picker(client):
+    r = client.get("/api/scripts", headers=AUTH)
+    assert r.status_code == 200
+    names = {sc["name"]: sc for sc in r.json["scripts"]}
+    assert {"gso", "tcp", "conntrack", "socket"} <= set(names)
+    assert "shinfo->gso_segs" in names["gso"]["fields"] and names["gso"]["chart"]
+    assert client.get("/api/scripts").status_code == 401
+
+
+def test_bad_field_path_is_a_400_before_anything_starts(tmp_path):
+    """With the real tracer, a field the kernel's types lack is refused at POST time, naming members."""
+    from ipft_web.kernel.view import KernelView
+    from ipft_web.web.app import Settings, create_app
+    KernelView.load()   # what ipft-web's start-up does (BTF of the running kernel; no root needed)
+    app, _ = create_app(Settings(token=TOKEN, data_dir=str(tmp_path / "data"), tracer="bcc", preload=False))
+    c = app.test_client()
+    r = c.post("/api/sessions", json={"mark": 1, "fields": ["skb->no_such_member"]}, headers=AUTH)
+    assert r.status_code == 400 and "no_such_member" in r.json["error"] and "len" in r.json["error"], r.json
+    r = c.post("/api/sessions", json={"mark": 1, "fields": ["skb->len->x"]}, headers=AUTH)
+    assert r.status_code == 400, r.json
+    assert c.get("/api/sessions", headers=AUTH).json["sessions"] == []

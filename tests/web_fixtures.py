@@ -15,13 +15,14 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"
 SAMPLE = DATA / "replay-sample.jsonl"
 HOST_RECORDING = DATA / "recording-host.jsonl"
+GSO_RECORDING = DATA / "recording-host-gso.jsonl"     # with fields (tests/data/make_gso_recording.py)
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def recordings() -> list[Path]:
-    """The replay recordings to run the tests on: the sample, and the host recording once it exists."""
-    return [p for p in (SAMPLE, HOST_RECORDING) if p.is_file()]
+    """The replay recordings to run the tests on: the sample, and the host recordings once they exist."""
+    return [p for p in (SAMPLE, HOST_RECORDING, GSO_RECORDING) if p.is_file()]
 
 
 def load_journeys(path: Path) -> list[dict]:

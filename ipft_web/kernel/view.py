@@ -36,6 +36,12 @@ class KernelView:
         self._reasons = None
 
     @classmethod
+    def cached(cls, vmlinux: str | None = None) -> "KernelView | None":
+        """The view if this process has loaded it already (never blocks on loading it)."""
+        with _lock:
+            return _cache.get(vmlinux)
+
+    @classmethod
     def load(cls, vmlinux: str | None = None) -> "KernelView":
         """Cached per process (per --vmlinux)."""
         with _lock:

@@ -119,6 +119,8 @@ def start_session():
                          backend=backend, fields=fields or None, script=script or None)
     if rules:
         link.check_unowned(rules)
+    if config.fields and not ctx().choice.is_replay:
+        _check_fields(config)
     try:
         row = ctx().sessions.start(config)
     except Busy as exc:
@@ -129,6 +131,23 @@ def start_session():
     resp.status_code = 201
     resp.headers["Location"] = f"/api/sessions/{row['id']}"
     return resp
+
+
+def _check_fields(config) -> None:
+    """A field path the kernel's types do not have is a 400 now, not a session that fails later
+    (when the kernel's types are loaded already: the server loads them at start-up)."""
+    from ..kernel.view import KernelView
+    from ..tracer import resolve_fields
+    kernel = KernelView.cached(config.vmlinux)
+    if kernel is not None:
+        resolve_fields(config, kernel)
+
+
+@bp.get("/scripts")
+def list_scripts():
+    """The installed field scripts (the start form's picker); scripts are never uploaded."""
+    from ..fields import scripts
+    return jsonify(scripts=[sc.as_dict() for sc in scripts.installed()])
 
 
 @bp.get("/sessions")

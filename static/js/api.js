@@ -25,6 +25,7 @@ async function call(method, path, body) {
 export const api = {
   status: () => call("GET", "/api/status"),
   layers: () => call("GET", "/api/layers"),
+  scripts: () => call("GET", "/api/scripts"),
   functions: (regex, limit = 12) => call("GET", `/api/functions?limit=${limit}&regex=${encodeURIComponent(regex)}`),
   sessions: () => call("GET", "/api/sessions"),
   session: (id) => call("GET", `/api/sessions/${id}`),

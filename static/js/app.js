@@ -6,6 +6,7 @@ import {dur, hex, int, tuple, when} from "./format.js";
 import {Layers} from "./layers.js";
 import {PacketList} from "./packets.js";
 import {renderSwimlane, dropIndex} from "./swimlane.js";
+import {defaultChartField, fieldNames, numericFields, renderFieldChart} from "./fieldchart.js";
 import {Overview} from "./overview.js";
 import {renderAggregate} from "./aggregate.js";
 
@@ -13,6 +14,7 @@ const ACTIVE = new Set(["starting", "attaching", "tracing", "stopping"]);
 const st = {
   layers: null, status: null, sessions: [], viewed: null, viewedRow: null, seen: new Set(),
   selected: null, hit: -1, mode: "time", tab: "swimlane", lane: null, dirty: false, loading: 0, pendingRules: [],
+  scripts: [], chartField: null, chart: null, fieldCols: true,
 };
 let list, overview;
 
@@ -29,6 +31,7 @@ async function boot() {
     $("#plist-count").textContent = shown === total ? int(total) : `${int(shown)} of ${int(total)}`;
   });
   overview = new Overview($("#overview"), st.layers, (j) => { list.select(j); showTab("swimlane"); });
+  loadScripts();
   wireForm();
   wireTabs();
   connect();
@@ -42,6 +45,23 @@ async function boot() {
   else renderHeader();
   window.addEventListener("resize", () => { if (st.selected) renderDetail(); });
   setInterval(tick, 1000);
+}
+
+// Installed field scripts for the start form's picker (never uploaded: they run as root).
+async function loadScripts() {
+  try {
+    st.scripts = (await api.scripts()).scripts || [];
+  } catch (e) {
+    st.scripts = [];
+  }
+  const sel = $("#f-script");
+  for (const sc of st.scripts) {
+    sel.append(h("option", {value: sc.name, title: `${sc.description}\n${sc.fields.join(" ")}`, text: sc.name}));
+  }
+  sel.addEventListener("change", () => {
+    const sc = st.scripts.find((x) => x.name === sel.value);
+    sel.title = sc ? `${sc.description}: ${sc.fields.join(", ")}` : "";
+  });
 }
 
 // The marks panel (static/marks.js) asks to trace the mark its rule sets.
@@ -256,6 +276,7 @@ function wireForm() {
     const body = {mark: $("#f-mark").value.trim(), mask: $("#f-mask").value.trim() || "0xffffffff",
       regex: $("#f-regex").value, backend: $("#f-backend").value,
       fields: $("#f-fields").value.split(",").map((f) => f.trim()).filter(Boolean)};
+    if ($("#f-script").value) body.script = $("#f-script").value;
     if (st.pendingRules && st.pendingRules.length) body.mark_rules = st.pendingRules;
     st.pendingRules = [];
     $("#btn-start").disabled = true;
@@ -281,6 +302,7 @@ function wireForm() {
   $("#f-mark").addEventListener("input", announceSession);
   $("#f-mask").addEventListener("input", announceSession);
   $("#f-drops").addEventListener("change", applyFilter);
+  $("#f-fieldcols").addEventListener("change", (ev) => { st.fieldCols = ev.target.checked; if (st.selected) renderHits($("#hits"), st.selected); if (st.hit >= 0) pickHit(st.hit, false); });
   $("#session-select").addEventListener("change", (ev) => viewSession(Number(ev.target.value)));
   document.querySelectorAll(".seg-btn").forEach((b) => b.addEventListener("click", () => {
     st.mode = b.dataset.mode;
@@ -362,6 +384,8 @@ function renderDetail() {
     clear(head).append(h("span", {class: "muted", text: "Select a packet in the list."}));
     clear(host); clear(table); clear(legend);
     host.hidden = true;                      // no empty frame
+    renderChart(null);
+    $("#fieldcols-toggle").hidden = true;
     return;
   }
   host.hidden = false;
@@ -384,12 +408,36 @@ function renderDetail() {
     return h("span", {class: "lg"}, sw, st.layers.label(id));
   }));
   st.lane = renderSwimlane(host, j, st.layers, {mode: st.mode, onHover: (i, ev) => hover(j, i, ev), onSelect: (i) => pickHit(i, true)});
+  renderChart(j);
   renderHits(table, j);
   if (st.hit >= 0) pickHit(st.hit, false);
 }
 
+// The chart of a numeric field along the journey, under the swimlane (sessions with fields only).
+function renderChart(j) {
+  const box = $("#field-chart"), sel = $("#f-chart");
+  const numeric = j ? numericFields(j) : [];
+  st.chart = null;
+  if (!numeric.length) { box.hidden = true; clear($("#field-chart-plot")); return; }
+  box.hidden = false;
+  if (!numeric.includes(st.chartField)) {
+    const script = st.viewedRow && st.viewedRow.config && st.viewedRow.config.script;
+    const sc = st.scripts.find((x) => x.name === script);
+    st.chartField = defaultChartField(j, numeric, sc && sc.chart);
+  }
+  clear(sel).append(...numeric.map((n) => h("option", {value: n, text: n})));
+  sel.value = st.chartField;
+  sel.onchange = () => { st.chartField = sel.value; renderChart(st.selected); if (st.hit >= 0) pickHit(st.hit, false); };
+  st.chart = renderFieldChart($("#field-chart-plot"), j, st.chartField,
+    {mode: st.mode, onHover: (i, ev) => hover(j, i, ev), onSelect: (i) => pickHit(i, true)});
+}
+
 function renderHits(table, j) {
   const drop = dropIndex(j);
+  const names = fieldNames(j);
+  const toggle = $("#fieldcols-toggle");
+  toggle.hidden = !names.length;
+  const cols = st.fieldCols ? names : [];
   const rows = j.hits.map((x, i) => {
     const layer = st.layers.of(x.func);
     const dot = h("span", {class: "dot"});
@@ -404,20 +452,25 @@ function renderHits(table, j) {
       h("td", {class: "n", text: x.len}),
       h("td", {text: x.dev ? `${x.dev}${x.ifindex ? ":" + x.ifindex : ""}` : "-"}),
       h("td", {class: "n", text: x.netns || "-"}),
-      h("td", {class: "muted", text: x.kind || ""}));
+      h("td", {class: "muted", text: x.kind || ""}),
+      ...cols.map((n) => {
+        const v = x.fields ? x.fields[n] : undefined;
+        return h("td", {class: typeof v === "number" ? "n fv" : "fv", text: v === null || v === undefined ? "-" : String(v)});
+      }));
     tr.addEventListener("click", () => pickHit(i, false));
     tr.addEventListener("mouseenter", () => st.lane && st.lane.highlight(i));
     return tr;
   });
   clear(table).append(
     h("thead", {}, h("tr", {}, ...["#", "t µs", "Δt µs", "layer", "function", "cpu", "len", "dev", "netns", "kind"]
-      .map((c) => h("th", {text: c})))),
+      .map((c) => h("th", {text: c})), ...cols.map((n) => h("th", {class: "fh", text: n})))),
     h("tbody", {}, ...rows));
 }
 
 function pickHit(i, scroll) {
   st.hit = i;
   if (st.lane) st.lane.highlight(i);
+  if (st.chart) st.chart.highlight(i);
   document.querySelectorAll("#hits tbody tr").forEach((tr, k) => tr.classList.toggle("selected", k === i));
   if (scroll) {
     const tr = document.querySelectorAll("#hits tbody tr")[i];

@@ -16,6 +16,18 @@ export function dropIndex(j) {
   return j.hits.length - 1;
 }
 
+export const SWIMLANE_GUTTER = GUTTER, SWIMLANE_PAD_R = PAD_R;
+
+// x of hit i in an SVG `width` wide: its time since the first hit, or its rank ("even").
+export function hitX(j, width, mode) {
+  const plotW = width - GUTTER - PAD_R;
+  const total = Math.max(j.duration_ns || 0, 1);
+  const n = j.hits.length;
+  return mode === "even"
+    ? (i) => GUTTER + (n > 1 ? (i / (n - 1)) * plotW : plotW / 2)
+    : (i) => GUTTER + (j.hits[i].t_ns / total) * plotW;
+}
+
 export function renderSwimlane(host, j, layers, opts = {}) {
   clear(host);
   const mode = opts.mode || "time";
@@ -29,9 +41,7 @@ export function renderSwimlane(host, j, layers, opts = {}) {
   const plotW = width - GUTTER - PAD_R;
   const total = Math.max(j.duration_ns || 0, 1);
   const n = j.hits.length;
-  const x = mode === "even"
-    ? (i) => GUTTER + (n > 1 ? (i / (n - 1)) * plotW : plotW / 2)
-    : (i) => GUTTER + (j.hits[i].t_ns / total) * plotW;
+  const x = hitX(j, width, mode);
 
   const svg = s("svg", {class: "swimlane", width, height, viewBox: `0 0 ${width} ${height}`,
     role: "img", "aria-label": `swimlane of packet ${j.id}`});
