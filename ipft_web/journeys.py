@@ -2,7 +2,8 @@
 
 The assembler knows nothing about BPF: it is fed `Hit`s and calls `on_journey(dict)` with the
 Journey JSON of docs/design.md. Memory is bounded: at most `max_open` journeys in flight (the
-oldest is emitted with end="evicted" when a new one would exceed it) and `max_hits` hits each.
+oldest is emitted with end="evicted" when a new one would exceed it), `max_hits` hits each, and
+`max_open_hits` hits in all of them together (oldest journeys evicted first).
 """
 from __future__ import annotations
 
@@ -54,12 +55,14 @@ class _Open:
 
 class Assembler:
     def __init__(self, on_journey, idle_timeout: float = 1.0, free_traced: bool = False,
-                 max_open: int = 4096, max_hits: int = 4096):
+                 max_open: int = 4096, max_hits: int = 4096, max_open_hits: int = 500_000):
         self.on_journey = on_journey
         self.idle_ns = int(idle_timeout * 1e9)
         self.free_traced = free_traced
         self.max_open = max_open
         self.max_hits = max_hits
+        self.max_open_hits = max_open_hits   # hits held in all open journeys together
+        self.open_hits = 0
         self.open: OrderedDict[int, _Open] = OrderedDict()
         self.next_id = 1
         self.emitted = 0
@@ -87,6 +90,7 @@ class Assembler:
             self.open.move_to_end(hit.skb)
         if len(j.hits) < self.max_hits:
             j.hits.append(hit)
+            self.open_hits += 1
         else:
             j.truncated += 1
         j.last_ts = hit.ts
@@ -102,6 +106,8 @@ class Assembler:
             self._finish(j, "freed")
         elif hit.end == "freeing":
             j.closing_since = hit.ts
+        while self.open_hits > self.max_open_hits and self.open:   # memory bound: oldest out first
+            self._finish(next(iter(self.open.values())), "evicted")
 
     def tick(self, now_ns: int | None = None) -> None:
         """Emit journeys idle for longer than the timeout (and freed ones past their grace)."""
@@ -119,6 +125,7 @@ class Assembler:
     # -- output --------------------------------------------------------------------------
     def _finish(self, j: _Open, end: str) -> None:
         del self.open[j.first.skb]
+        self.open_hits -= len(j.hits)
         self.emitted += 1
         self.on_journey(to_json(j, end))
 

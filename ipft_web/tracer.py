@@ -57,8 +57,12 @@ class Symbolizer:
 
 
 def require_root() -> None:
+    """One clear line, before any work, when this process cannot trace: not root, or root that the
+    kernel still refuses BPF (an unprivileged container, a lockdown, seccomp)."""
     if os.geteuid() != 0:
         raise EnvError("tracing needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN): run it with sudo")
+    from .kernel import features
+    features.require_bpf()
 
 
 def precompile(vmlinux: str | None = None) -> float:
@@ -91,6 +95,8 @@ class Tracer:
         self.attached: list[str] = []
         self.failed: dict[str, str] = {}
         self.header_note: str | None = None
+        self.fallbacks: list[str] = []   # -b auto: backends that failed as a whole, and why
+        self.backend_name = None
         self.events = 0
         self.errors = 0
         self.lost = 0
@@ -119,15 +125,11 @@ class Tracer:
         self.on_progress("loading kernel types", 0, 0)
         kernel = self.kernel or KernelView.load(vmlinux=self.config.vmlinux)
         self.kernel = kernel
-        backend = self._choose_backend(kernel)
+        plans = self._plans(kernel)
         self.fieldset = self._resolve_fields(kernel)   # a bad path fails here, before anything is loaded
-        functions, tp_slots = self._targets(kernel, backend)
-        chosen = [f.name for f in functions] + [kernel.tracepoints[s].label for s in tp_slots]
-        if not any(self.config.matches(name) for name in chosen):
-            raise UsageError(f"no function matches {self.config.regex!r} for the {backend} backend")
 
         self.timings["kernel"] = round(time.monotonic() - t0, 3)
-        program.raise_limits(len(functions) + len(tp_slots))
+        program.raise_limits(max(len(functions) + len(slots) for _, functions, slots in plans))
         self.state = "compiling"
         self.on_progress("compiling", 0, 0)
         t1 = time.monotonic()
@@ -144,11 +146,44 @@ class Tracer:
         fields_bpfmap.load(self.bpf, self.fieldset.fields)
         prog.sink = self._on_event
 
+        self.state = "attaching"
+        for i, (backend, functions, slots) in enumerate(plans):
+            try:
+                self._attach(kernel, backend, functions, slots)
+                break
+            except EnvError as exc:
+                if i == len(plans) - 1:
+                    raise
+                self._detach()   # -b auto: this backend failed as a whole; the next one may not
+                self.fallbacks.append(f"{backend}: {exc}")
+                log.warning("backend %s failed (%s); trying %s", backend, exc, plans[i + 1][0])
+        self.timings["attach"] = round(time.monotonic() - t1, 3)
+        self.timings["start"] = round(time.monotonic() - t0, 3)
+        self.state = "tracing"
+        self.started_at = time.time()
+
+    def _plans(self, kernel) -> list:
+        """[(backend, kprobe catalog entries, tracepoint slots)] to try in order: the chosen backend,
+        or with -b auto every usable one, best first, for which the regex selects something."""
+        candidates = self._candidates(kernel)
+        plans = []
+        for backend in candidates:
+            functions, slots = self._targets(kernel, backend)
+            chosen = [f.name for f in functions] + [kernel.tracepoints[s].label for s in slots]
+            if any(self.config.matches(name) for name in chosen):
+                plans.append((backend, functions, slots))
+        if not plans:
+            where = f"the {candidates[0]} backend" if len(candidates) == 1 else f"any backend ({', '.join(candidates)})"
+            raise UsageError(f"no function matches {self.config.regex!r} for {where}")
+        return plans
+
+    def _attach(self, kernel, backend: str, functions, tp_slots) -> None:
+        """Attach one backend (and the skb lifecycle tracepoints); EnvError when the kernel refuses it."""
         free_traced = any(f.name == "kfree_skbmem" for f in functions)
         self.assembler = Assembler(self._emit, idle_timeout=self.config.idle_timeout, free_traced=free_traced)
-        self.state = "attaching"
         from .backends.tracepoint import TracepointBackend
         self.tp_backend = TracepointBackend(self.bpf, self.spec)
+        self.backend_name = backend
         if backend != "tracepoint":
             from .backends import make
             self.backend = make(backend, self.bpf, kernel)
@@ -167,31 +202,34 @@ class Tracer:
         res = self.tp_backend.attach(tp_slots, self.on_progress if backend == "tracepoint" else None)
         self.attached.extend(res.attached)
         self.failed.update(res.failed)
-        self.backend_name = backend
         if not self.attached:
             raise EnvError(f"the kernel refused every probe ({len(self.failed)} tried); run with -v to see why")
-        self.timings["attach"] = round(time.monotonic() - t1, 3)
-        self.timings["start"] = round(time.monotonic() - t0, 3)
-        self.state = "tracing"
-        self.started_at = time.time()
+
+    def _detach(self) -> None:
+        for b in (self.backend, self.tp_backend):
+            if b is not None:
+                b.detach()
+        self.backend = self.tp_backend = self.symbolize = None
+        self.attached.clear()
+        self.failed.clear()
 
     def _resolve_fields(self, kernel):
         return resolve_fields(self.config, kernel)
 
-    def _choose_backend(self, kernel) -> str:
+    def _candidates(self, kernel) -> list[str]:
         from .backends import IMPLEMENTED
         usable = [b for b in kernel.backends() if b in IMPLEMENTED]
         want = self.config.backend
         if want == "auto":
             if not usable:
                 raise EnvError("this kernel allows neither kprobes nor raw tracepoints for BPF")
-            return next(b for b in AUTO_ORDER if b in usable)
+            return [b for b in AUTO_ORDER if b in usable]
         if want not in IMPLEMENTED:
             raise UsageError(f"backend {want} is not available yet; use one of {', '.join(IMPLEMENTED)}")
         if want not in usable:
             why = kernel.why_not(want)
             raise EnvError(f"backend {want} does not work on this kernel ({why}); try -b auto")
-        return want
+        return [want]
 
     def _targets(self, kernel, backend):
         """(kprobe catalog entries, tracepoint slot ids) the config selects."""
@@ -250,7 +288,8 @@ class Tracer:
     def stats(self) -> dict:
         return {
             "state": self.state,
-            "backend": getattr(self, "backend_name", None),
+            "backend": self.backend_name,
+            "fallbacks": list(self.fallbacks),
             "attached": len(self.attached),
             "failed": len(self.failed),
             "failed_funcs": dict(sorted(self.failed.items())),

@@ -75,3 +75,19 @@ def test_reused_skb_split_by_ip_id_without_free_tracing():
     a.feed(hit(1, 2, "net:netif_receive_skb", kind="tracepoint", ip_id=7))
     a.feed(hit(1, 3, "net:net_dev_queue", kind="tracepoint", ip_id=8))
     assert len(out) == 1 and out[0]["end"] == "reused" and len(out[0]["hits"]) == 2
+
+
+def test_hits_held_in_all_open_journeys_are_bounded():
+    """A flood of long-lived skbs (nothing freed): the oldest journeys go out first, the hits held stay
+    under the bound, and nothing is lost silently (each evicted journey is emitted as such)."""
+    out = []
+    a = Assembler(out.append, max_open=10_000, max_hits=100, max_open_hits=1_000)
+    for skb in range(200):
+        for k in range(10):
+            a.feed(hit(skb, skb * 100 + k, f"f{k}"))
+        assert a.open_hits <= 1_000
+    assert all(j["end"] == "evicted" for j in out)
+    assert [j["skb"] for j in out] == [f"0x{i:x}" for i in range(len(out))]     # oldest first
+    assert sum(len(j["hits"]) for j in out) + a.open_hits == 200 * 10
+    a.flush()
+    assert a.open_hits == 0 and len(out) == 200

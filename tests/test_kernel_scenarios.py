@@ -56,6 +56,16 @@ def first_index(names, name):
     ["-m", "1", "--mask", "banana"],
     ["-m", "1", "-r", "(unclosed"],
     ["-m", "1", "-b", "carrier-pigeon"],
+    ["-m", "1", "-o", "yaml"],
+    ["-m", "1", "--duration", "-5"],
+    ["-m", "1", "--duration", "nan"],
+    ["-m", "1", "--idle-timeout", "1e9"],
+    ["-m", "1", "--vmlinux", "/nonexistent/vmlinux"],
+    ["-m", "1", "--mark-rule", "tx,icmp,dst=1.1.1.1;reboot"],
+    ["-m", "1", "--mark-rule", "tx,icmp,dst=127.0.0.2\n-j ACCEPT"],
+    ["-m", "1", "-r", "(a+)+$"],
+    ["-l", "-r", "^(ip|tcp)*_rcv"],
+    ["-m", "1", "--field", "skb->"],
 ])
 def test_bad_input_is_one_line_and_exit_2(args):
     p = subprocess.run(ipft_argv() + args, capture_output=True, text=True, timeout=120)

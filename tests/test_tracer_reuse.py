@@ -54,3 +54,44 @@ def test_start_failure_releases_the_program():
         t.start()
     prog = program._compiled.get((None, False))
     assert prog is None or not prog.in_use
+
+
+def test_auto_picks_a_backend_the_regex_selects_something_for(netns):
+    """-b auto with a regex that names only tracepoints: the tracepoint backend, also where kprobes
+    work (kprobe-multi, kprobe and fentry have no such function, so they are passed over)."""
+    ns = netns("auto-tp")
+    ns.iptables("-t", "raw", "-A", "OUTPUT", "-p", "icmp", "-j", "MARK", "--set-mark", hex(MARK))
+    t, out = session(ns, r"^net:netif_receive_skb$")
+    st = t.stats()
+    assert st["backend"] == "tracepoint" and st["fallbacks"] == [], st
+    echo = [j for j in out if (j["tuple"] or {}).get("icmp_type") == 8]
+    assert echo and {h["func"] for j in echo for h in j["hits"]} <= {
+        "net:netif_receive_skb", "skb:consume_skb", "skb:kfree_skb"}, out
+
+
+def test_auto_falls_back_when_a_backend_refuses_everything(netns, monkeypatch):
+    """-b auto: a backend the kernel refuses as a whole (every function) is detached and the next one
+    used, and stats() says what happened; the trace itself is real (tracepoints of this kernel)."""
+    from ipft_web import backends
+    from ipft_web.kernel.view import KernelView
+
+    class Refusing:
+        kind = "kprobe-multi"
+        detached = False
+
+        def attach(self, functions, progress=None):
+            return backends.AttachResult(failed={f.name: "refused (test)" for f in functions})
+
+        def detach(self):
+            Refusing.detached = True
+
+    monkeypatch.setattr(KernelView, "backends", lambda self: ["kprobe-multi", "tracepoint"])
+    monkeypatch.setattr(backends, "make", lambda name, bpf, kernel: Refusing())
+    ns = netns("fallback")
+    ns.iptables("-t", "raw", "-A", "OUTPUT", "-p", "icmp", "-j", "MARK", "--set-mark", hex(MARK))
+    t, out = session(ns, r"^(ip_rcv|net:netif_receive_skb)$")
+    st = t.stats()
+    assert st["backend"] == "tracepoint", st
+    assert len(st["fallbacks"]) == 1 and st["fallbacks"][0].startswith("kprobe-multi: the kernel refused all")
+    assert Refusing.detached and st["failed"] == 0
+    assert any((j["tuple"] or {}).get("icmp_type") == 8 for j in out), out
