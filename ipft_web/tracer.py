@@ -205,10 +205,14 @@ class Tracer:
         if not self.attached:
             raise EnvError(f"the kernel refused every probe ({len(self.failed)} tried); run with -v to see why")
 
-    def _detach(self) -> None:
+    def _detach_probes(self) -> None:
         for b in (self.backend, self.tp_backend):
             if b is not None:
                 b.detach()
+
+    def _detach(self) -> None:
+        """Undo one backend's attach entirely, as if it had never been tried (the fallback path)."""
+        self._detach_probes()
         self.backend = self.tp_backend = self.symbolize = None
         self.attached.clear()
         self.failed.clear()
@@ -273,9 +277,7 @@ class Tracer:
             self._stopped = True
             try:
                 t0 = time.monotonic()
-                for b in (self.backend, self.tp_backend):
-                    if b is not None:
-                        b.detach()
+                self._detach_probes()
                 self.timings["detach"] = round(time.monotonic() - t0, 3)
                 if self.program is not None:
                     self.program.release()  # drains the ring buffer into this tracer first

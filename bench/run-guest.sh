@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# bench/bench.py inside a Debian guest kernel (virtme-ng, no KVM: emulated, so compare ratios).
+#   bench/run-guest.sh [KERNEL_VERSION] [bench.py args...]
+# KERNEL_VERSION defaults to the newest installed 6.12 (scripts/setup.sh installs it); the table is
+# printed here and kept in artifacts/bench/<version>.txt.
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+KVER=${1:-}
+[ $# -gt 0 ] && shift
+if [ -z "$KVER" ]; then
+    KVER=$(printf '%s\n' /boot/vmlinuz-6.12.*+deb12-amd64 | sed 's|^/boot/vmlinuz-||' | sort -V | tail -n 1)
+fi
+[ -e "/boot/vmlinuz-$KVER" ] || { echo "run-guest.sh: no /boot/vmlinuz-$KVER (scripts/setup.sh)" >&2; exit 2; }
+OUT="$REPO/artifacts/bench"
+mkdir -p "$OUT"
+inner=$(printf '%q ' "$REPO/.venv/bin/python" "$REPO/bench/bench.py" "$@")
+cmd="REPO=$(printf '%q' "$REPO"); . \"\$REPO/tests/guest/prepare.sh\"; cd \"\$REPO\"; $inner > $(printf '%q' "$OUT/$KVER.txt") 2>&1"
+PATH="$REPO/.venv/bin:$PATH" vng --disable-kvm -r "/boot/vmlinuz-$KVER" -m 3G --cpus 2 --rwdir="$OUT" \
+    --exec "$cmd" < /dev/null > "$OUT/$KVER.console.log" 2>&1 || true
+cat "$OUT/$KVER.txt"
