@@ -160,6 +160,9 @@ def trace(args) -> int:
                     sys.stderr.write(f"{tracer.header_note}\n")
                 for name, why in st["failed_funcs"].items():
                     sys.stderr.write(f"refused: {name}: {why}\n")
+            if st["backend"] == "tracepoint" and args.backend == "auto" and "kprobe" not in tracer.kernel.backends():
+                sys.stderr.write(f"ipft: kprobes do not work on this kernel ({tracer.kernel.why_not('kprobe')}): "
+                                 "tracing the skb tracepoints only\n")
             failed = f", {st['failed']} refused{'' if args.verbose else ' (-v lists them)'}" if st["failed"] else ""
             sys.stderr.write(f"tracing {st['attached']} functions ({st['backend']}){failed}\n")
             sys.stderr.flush()

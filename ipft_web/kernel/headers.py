@@ -24,7 +24,15 @@ SRC_DIRS = ("/usr/src", "/usr/src/kernels")
 CACHE_DIRS = ("/var/cache/ipft-web", "~/.cache/ipft-web")
 STAMP = ".ipft-web-merged.json"
 FORMAT = 1
-INSTALL_HINT = "apt install linux-headers-amd64 (any version will do; dnf install kernel-devel on Fedora)"
+
+
+def install_hint() -> str:
+    """The install line for this machine's distribution and architecture (any version will do)."""
+    try:
+        from ..doctor import Host, headers_install_line
+        return headers_install_line(Host()) + " (any kernel version will do)"
+    except Exception:  # the hint must never hide the error it belongs to
+        return "install your distribution's kernel headers package (any kernel version will do)"
 
 
 def _version_key(release: str) -> tuple[int, ...]:
@@ -183,7 +191,7 @@ def find_headers(release: str | None = None, *, modules_dir: str = "/lib/modules
     ranked = ranked_trees(release, src_dirs)
     if not ranked:
         raise EnvError(f"no kernel headers found (none for {release} in {modules_dir}/{release}/build, "
-                       f"none under {', '.join(src_dirs)}): {INSTALL_HINT}")
+                       f"none under {', '.join(src_dirs)}): {install_hint()}")
     return prepare(ranked[0], release, cache_dirs)
 
 

@@ -16,9 +16,26 @@ from .store import default_data_dir
 
 PROG = "ipft-web"
 
+EPILOG = """\
+examples:
+  sudo ipft-web                               dashboard on http://127.0.0.1:8080/?token=... (printed)
+  sudo ipft-web --port 9000                   another port
+  ssh -L 8080:127.0.0.1:8080 HOST             from your desk: tunnel to a server's dashboard
+  sudo ipft-web --host 192.0.2.10 --allow-host tracer.example.net
+                                              listen beyond loopback (read docs/security.md first)
+  sudo IPFT_WEB_TOKEN=$(cat /etc/ipft-web/token) ipft-web
+                                              a token of yours instead of a fresh one
+  sudo ipft-web --cleanup                     remove marking rules a killed run left behind, and exit
+
+In the page: set the mark (or let "Mark packets" add the iptables/nft rule for you), press Start,
+click a packet to see its journey. Ctrl-C, SIGTERM or SIGHUP stop the trace, detach every probe and
+remove the marking rules it added.
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Follow marked packets through the kernel, in a browser.")
+    p = argparse.ArgumentParser(prog=PROG, description="Follow marked packets through the kernel, in a browser.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8080, help="TCP port (default 8080)")
     p.add_argument("--token", help="access token (default: $IPFT_WEB_TOKEN, else a fresh random one)")
