@@ -36,6 +36,7 @@
 .marks-panel h3{margin:.2em 0 .5em;font-size:15px}
 .marks-banner{background:#fff3cd;border:1px solid #e0c36c;padding:6px 8px;margin-bottom:8px}
 .marks-error{color:#a40000;min-height:1.2em;margin:4px 0}
+.marks-hint{color:#666;font-style:italic}
 .marks-form{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:6px 10px}
 .marks-form label{display:flex;flex-direction:column;font-size:12px;color:#444}
 .marks-form input,.marks-form select{font:inherit;padding:2px 4px}
@@ -241,8 +242,9 @@
         this.previewBox.replaceChildren(el("div", {}, `with ${data.tool} — copy to run by hand, or Apply:`), commandList(data.commands));
       } catch (e) {
         if (seq !== this.previewSeq) return;
-        this.previewBox.replaceChildren();
-        this.setError(e.message);
+        // what the rule still lacks, while it is being written: a hint, not an error (Apply says it in red)
+        this.setError("");
+        this.previewBox.replaceChildren(el("div", { class: "marks-hint" }, e.message));
       }
     }
 

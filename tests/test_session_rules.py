@@ -6,12 +6,15 @@ import signal
 
 import pytest
 
+from ipft_testlib import IN_GUEST
 from ipft_web.marks import listing
 from ipft_web.marks.registry import REGISTRY
 from test_marks_fixtures import needs_root_netns, netns  # noqa: F401 (fixture)
 from web_fixtures import AUTH, Server, make_app, wait_for, wait_session_state
 
-pytestmark = [needs_root_netns, pytest.mark.root]
+# iptables and the replay tracer: nothing here depends on the kernel, so the guests skip it
+pytestmark = [needs_root_netns, pytest.mark.root,
+              pytest.mark.skipif(IN_GUEST, reason="kernel-independent (runs on the host)")]
 
 
 @pytest.fixture
