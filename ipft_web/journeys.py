@@ -63,12 +63,15 @@ class Assembler:
         self.max_hits = max_hits
         self.max_open_hits = max_open_hits   # hits held in all open journeys together
         self.open_hits = 0
+        self.latest_ts = 0                   # the newest hit's time (CLOCK_MONOTONIC ns)
         self.open: OrderedDict[int, _Open] = OrderedDict()
         self.next_id = 1
         self.emitted = 0
 
     # -- input ---------------------------------------------------------------------------
     def feed(self, hit: Hit) -> None:
+        if hit.ts > self.latest_ts:
+            self.latest_ts = hit.ts
         j = self.open.get(hit.skb)
         if j is not None and j.closing_since is not None and not FREE_PATH.search(hit.func):
             # The address was reused by a new packet after the old one was freed.

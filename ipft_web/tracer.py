@@ -265,9 +265,13 @@ class Tracer:
             if self.state != "tracing":
                 return
             deadline = time.monotonic() + POLL_BUDGET_S
-            while self.program.drain(POLL_CHUNK) == POLL_CHUNK and time.monotonic() < deadline:
-                pass
-            self.assembler.tick()
+            drained = False
+            while not drained and time.monotonic() < deadline:
+                drained = self.program.drain(POLL_CHUNK) < POLL_CHUNK
+            # Idle journeys are judged by the clock only once we have caught up; while events are
+            # still waiting in the ring, by the newest event taken (a consumer running behind must
+            # not time out journeys whose next hits it has not read yet).
+            self.assembler.tick(None if drained else self.assembler.latest_ts)
             self.lost = program.lost_events(self.bpf) - self.lost_base
 
     def stop(self) -> None:

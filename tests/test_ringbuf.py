@@ -148,3 +148,39 @@ def test_tracer_poll_is_bounded_under_an_endless_flood(monkeypatch):
     took = time.monotonic() - started
     assert Endless.calls >= 1
     assert took < tracer_mod.POLL_BUDGET_S + 1.0
+
+
+def test_a_consumer_running_behind_does_not_time_out_journeys_early(monkeypatch):
+    """Events 5 s old still waiting in the ring: their journeys stay open (idle is judged against the
+    newest event read), and time out by the clock only once the ring is drained."""
+    import time
+
+    from ipft_web import tracer as tracer_mod
+    from ipft_web.config import TraceConfig
+    from ipft_web.journeys import Assembler, Hit
+
+    out = []
+    old = time.monotonic_ns() - 5_000_000_000
+
+    class Behind:
+        fed = 0
+        pending = True
+
+        def drain(self, limit):
+            if not Behind.pending:
+                return 0
+            for _ in range(limit):   # one packet's hits, 1 us apart, all from 5 s ago
+                Behind.fed += 1
+                t.assembler.feed(Hit(skb=7, ts=old + Behind.fed * 1000, func=f"f{Behind.fed % 50}", kind="kprobe",
+                                     cpu=0, len=84, mark=1, ifindex=1, dev="lo", netns=1))
+            return limit
+
+    t = tracer_mod.Tracer(TraceConfig(mark=1, idle_timeout=1.0), out.append)
+    t.state, t.program, t.assembler = "tracing", Behind(), Assembler(out.append, idle_timeout=1.0)
+    monkeypatch.setattr(tracer_mod.program, "lost_events", lambda bpf: 0)
+    for _ in range(3):
+        t.poll(0)
+    assert out == [] and Behind.fed >= tracer_mod.POLL_CHUNK
+    Behind.pending = False     # caught up: now the clock says the packet went quiet 5 s ago
+    t.poll(0)
+    assert len(out) == 1 and out[0]["end"] == "timeout" and len(out[0]["hits"]) == min(Behind.fed, 4096)
