@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmarks for the tracer on the running kernel: prints a table of numbers and ratios.
 
-Run as root, ideally inside a guest kernel (bench/run-guest.sh boots one per Debian kernel):
+Run as root, ideally inside a guest kernel (bench/run-guest.sh [VERSION] [args] boots one):
 
     sudo .venv/bin/python bench/bench.py                 # every backend this kernel supports
     sudo .venv/bin/python bench/bench.py -b kprobe -r '^ip_'
@@ -101,6 +101,7 @@ def run_backend(backend: str, regex: str | None, seconds: float, flood: int) -> 
         row["detach_s"] = tracer.timings.get("detach")
         subprocess.run(["ip", "netns", "del", ns])
     st = tracer.stats()
+    row["refused"] = st["failed_funcs"]
     row["sent"] = flood
     row["journeys"] = sum(1 for j in journeys if (j.get("tuple") or {}).get("icmp_type") == 8)
     row["events"] = st["events"]
@@ -153,7 +154,7 @@ def main() -> int:
         for b in ("kprobe", "kprobe-multi" if "kprobe-multi" in backends else None):
             if b:
                 rows.append(ipftrace2(os.environ["IPFT2"], args.regex, b))
-    cols = ["backend", "attached", "failed", "kernel_s", "compile_s", "attach_s", "start_s", "detach_s",
+    cols = ["backend", "attached", "failed", "kernel_s", "compile_s", "attach_s", "attach_load_s", "start_s", "detach_s",
             "events_per_s", "sent", "journeys", "lost", "overhead"]
     print()
     print(" | ".join(cols))
@@ -162,6 +163,9 @@ def main() -> int:
         if "mbps_on" in r:
             r["overhead"] = f"{r['mbps_on'] / base:.2f}x" if base else "n/a"
         print(" | ".join(f"{r.get(c):.2f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols))
+    for r in rows:
+        for name, why in list((r.get("refused") or {}).items())[:10]:
+            print(f"{r['backend']}: refused {name}: {why}")
     return 0
 
 

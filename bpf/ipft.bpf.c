@@ -283,6 +283,25 @@ int kprobe_skb_4(struct pt_regs *ctx) { return ipft_hit(ctx, (void *)PT_REGS_PAR
 int kprobe_skb_5(struct pt_regs *ctx) { return ipft_hit(ctx, (void *)PT_REGS_PARM5(ctx), bpf_get_func_ip(ctx), KIND_KPROBE, 0, 0); }
 int kprobe_free(struct pt_regs *ctx) { return ipft_hit(ctx, (void *)PT_REGS_PARM1(ctx), bpf_get_func_ip(ctx), KIND_FREE, 0, 0); }
 
+/* kprobe-multi: one entry for every function, so the kernel verifies one program instead of one
+ * per skb position. The function's link cookie carries the position of its skb argument (1-5) in
+ * the low byte and KPROBE_MULTI_FREE for kfree_skbmem (ipft_web/backends/kprobe_multi.py). */
+#define KPROBE_MULTI_FREE 0x100
+int kprobe_multi_skb(struct pt_regs *ctx)
+{
+    u64 cookie = bpf_get_attach_cookie(ctx);
+    void *skb;
+    switch (cookie & 0xff) {
+    case 1: skb = (void *)PT_REGS_PARM1(ctx); break;
+    case 2: skb = (void *)PT_REGS_PARM2(ctx); break;
+    case 3: skb = (void *)PT_REGS_PARM3(ctx); break;
+    case 4: skb = (void *)PT_REGS_PARM4(ctx); break;
+    case 5: skb = (void *)PT_REGS_PARM5(ctx); break;
+    default: return 0;
+    }
+    return ipft_hit(ctx, skb, bpf_get_func_ip(ctx), (cookie & KPROBE_MULTI_FREE) ? KIND_FREE : KIND_KPROBE, 0, 0);
+}
+
 /* skb:kfree_skb and skb:consume_skb as raw tracepoints (args[0] is the skb). */
 int tp_kfree_skb(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -308,7 +327,7 @@ int tp_consume_skb(struct bpf_raw_tracepoint_args *ctx)
 
 /* fentry entries (BPF_PROG_TYPE_TRACING): ctx is the argument array. BCC compiles them like any
  * function; ipft_web/backends/fentry.py loads their instructions once per traced function with
- * that function's BTF id. kprobe-multi reuses the kprobe_skb_N entries. */
+ * that function's BTF id. */
 /* The argument is copied out with a probe read, so the verifier sees a plain number rather than a
  * typed kernel pointer (it refuses variable offsets from those, which the field reader uses). */
 static __always_inline void *ipft_fentry_arg(u64 *ctx, int i)

@@ -188,6 +188,8 @@ class Tracer:
             from .backends import make
             self.backend = make(backend, self.bpf, kernel)
             res = self.backend.attach(functions, self.on_progress)
+            for step, seconds in getattr(self.backend, "timings", {}).items():
+                self.timings[f"attach_{step}"] = seconds
             wanted = [f.name for f in functions if self.config.matches(f.name)]
             if wanted and not set(wanted) & set(res.attached):
                 first = next(((n, res.failed[n]) for n in wanted if n in res.failed), ("?", "refused"))

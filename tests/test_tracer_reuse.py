@@ -15,9 +15,9 @@ pytestmark = pytest.mark.root
 MARK = 0x5E55
 
 
-def session(ns, regex):
+def session(ns, regex, backend="auto"):
     out = []
-    t = Tracer(TraceConfig(mark=MARK, regex=regex, idle_timeout=0.5), out.append)
+    t = Tracer(TraceConfig(mark=MARK, regex=regex, idle_timeout=0.5, backend=backend), out.append)
     t.start()
     try:
         ns.ping("127.0.0.1", count=2)
@@ -95,3 +95,32 @@ def test_auto_falls_back_when_a_backend_refuses_everything(netns, monkeypatch):
     assert len(st["fallbacks"]) == 1 and st["fallbacks"][0].startswith("kprobe-multi: the kernel refused all")
     assert Refusing.detached and st["failed"] == 0
     assert any((j["tuple"] or {}).get("icmp_type") == 8 for j in out), out
+
+
+def test_kprobe_multi_one_program_for_every_position(netns):
+    """kprobe-multi (6.12 guest): one program, the skb's argument position in each function's cookie.
+    Functions with the skb in the 1st (ip_rcv, icmp_rcv, kfree_skbmem), 2nd (ip_finish_output2,
+    __ip_local_out... per kernel) position all report the right packet."""
+    from ipft_web.kernel import features
+    from ipft_web.kernel.view import KernelView
+    if not features.have_kprobe_multi():
+        pytest.skip("no kprobe-multi on this kernel")
+    kernel = KernelView.load()
+    wanted = ["ip_rcv", "icmp_rcv", "icmp_echo", "ip_finish_output2", "ip_output", "__ip_local_out",
+              "ip_send_skb", "icmp_push_reply"]
+    present = [n for n in wanted if kernel.function(n) is not None]
+    positions = {kernel.function(n).pos for n in present}
+    assert len(positions) >= 2, {n: kernel.function(n).pos for n in present}   # more than one position
+    ns = netns("kmulti")
+    ns.iptables("-t", "raw", "-A", "OUTPUT", "-p", "icmp", "-j", "MARK", "--set-mark", hex(MARK))
+    t, out = session(ns, "^(" + "|".join(present) + ")$", backend="kprobe-multi")
+    st = t.stats()
+    assert st["backend"] == "kprobe-multi" and st["attached"] >= len(present), st
+    assert "attach_load" in st["timings"] and "attach_link" in st["timings"], st["timings"]
+    echo = next(j for j in out if (j["tuple"] or {}).get("icmp_type") == 8)
+    funcs = [h["func"] for h in echo["hits"]]
+    assert {"ip_rcv", "icmp_rcv"} <= set(funcs), funcs
+    assert {h["kind"] for h in echo["hits"] if h["func"] in present} == {"kprobe-multi"}
+    seen_pos = {kernel.function(f).pos for f in funcs if f in present}
+    assert len(seen_pos) >= 2, (funcs, seen_pos)      # hits through functions of different positions
+    assert echo["end"] == "freed" and funcs[-1] == "kfree_skbmem", funcs   # the FREE cookie bit
