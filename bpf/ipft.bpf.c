@@ -287,19 +287,29 @@ int kprobe_free(struct pt_regs *ctx) { return ipft_hit(ctx, (void *)PT_REGS_PARM
  * per skb position. The function's link cookie carries the position of its skb argument (1-5) in
  * the low byte and KPROBE_MULTI_FREE for kfree_skbmem (ipft_web/backends/kprobe_multi.py). */
 #define KPROBE_MULTI_FREE 0x100
+/* The register is chosen at run time, so it is copied out with a probe read: the verifier refuses
+ * a load from the context at an offset that is not a constant (what the switch compiles into). */
+static __always_inline void *ipft_kprobe_arg(struct pt_regs *ctx, u64 pos)
+{
+    void *reg;
+    switch (pos) {
+    case 1: reg = &PT_REGS_PARM1(ctx); break;
+    case 2: reg = &PT_REGS_PARM2(ctx); break;
+    case 3: reg = &PT_REGS_PARM3(ctx); break;
+    case 4: reg = &PT_REGS_PARM4(ctx); break;
+    case 5: reg = &PT_REGS_PARM5(ctx); break;
+    default: return NULL;
+    }
+    void *arg = NULL;
+    bpf_probe_read_kernel(&arg, sizeof(arg), reg);
+    return arg;
+}
+
 int kprobe_multi_skb(struct pt_regs *ctx)
 {
     u64 cookie = bpf_get_attach_cookie(ctx);
-    void *skb;
-    switch (cookie & 0xff) {
-    case 1: skb = (void *)PT_REGS_PARM1(ctx); break;
-    case 2: skb = (void *)PT_REGS_PARM2(ctx); break;
-    case 3: skb = (void *)PT_REGS_PARM3(ctx); break;
-    case 4: skb = (void *)PT_REGS_PARM4(ctx); break;
-    case 5: skb = (void *)PT_REGS_PARM5(ctx); break;
-    default: return 0;
-    }
-    return ipft_hit(ctx, skb, bpf_get_func_ip(ctx), (cookie & KPROBE_MULTI_FREE) ? KIND_FREE : KIND_KPROBE, 0, 0);
+    return ipft_hit(ctx, ipft_kprobe_arg(ctx, cookie & 0xff), bpf_get_func_ip(ctx),
+                    (cookie & KPROBE_MULTI_FREE) ? KIND_FREE : KIND_KPROBE, 0, 0);
 }
 
 /* skb:kfree_skb and skb:consume_skb as raw tracepoints (args[0] is the skb). */
