@@ -17,6 +17,7 @@ from .store import MAX_ID
 bp = Blueprint("api", __name__, url_prefix="/api")
 SESSION_FIELDS = {"mark", "mask", "regex", "backend", "fields", "script", "mark_rules"}
 MAX_PAGE = 5000
+MAX_SESSION_RULES = 16   # marking rules one session may be given (mark_rules)
 
 
 class ApiError(Exception):
@@ -46,9 +47,6 @@ def _session_or_404(sid: int) -> dict:
     if row is None:
         raise ApiError(404, f"no session {sid}")
     return row
-
-
-MAX_SESSION_RULES = 16
 
 
 def _json_body() -> dict:
