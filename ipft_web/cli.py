@@ -95,14 +95,6 @@ def list_scripts() -> int:
     return 0
 
 
-def config_mask_is_zero(mask) -> bool:
-    from .config import parse_u32
-    try:
-        return parse_u32(mask, "mask") == 0
-    except UsageError:
-        return False   # TraceConfig says what is wrong with it
-
-
 def trace(args) -> int:
     from .tracer import Tracer
 
@@ -110,14 +102,14 @@ def trace(args) -> int:
         raise UsageError("-m/--mark is required for tracing (e.g. -m 0xdeadbeef); -l lists functions")
     if args.duration is not None and not 0 < args.duration <= 365 * 86400:
         raise UsageError("--duration must be a positive number of seconds")
-    if config_mask_is_zero(args.mask):
-        sys.stderr.write("ipft: warning: --mask 0 compares no bit of the mark: every packet is traced\n")
     fields = list(args.fields or [])
     if args.script:
         from .fields import scripts
         fields = scripts.resolve_choice(args.script).fields + fields
     config = TraceConfig(mark=args.mark, mask=args.mask, regex=args.regex, backend=args.backend,
                          idle_timeout=args.idle_timeout, vmlinux=args.vmlinux, fields=fields)
+    if config.mask == 0:
+        sys.stderr.write("ipft: warning: --mask 0 compares no bit of the mark: every packet is traced\n")
     agg = Aggregate()
     out = sys.stdout
 

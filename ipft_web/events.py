@@ -38,10 +38,6 @@ class RawEvent:
     fields: bytes = b""   # fstate[8] + values, when the session asked for fields
 
 
-def decode(data: bytes) -> RawEvent:
-    return decode_from(data, 0, len(data))
-
-
 def decode_from(buf, offset: int, size: int) -> RawEvent:
     """The event of `size` bytes at `offset` in `buf` (the ring buffer's pages: read in place)."""
     (skb, ts, addr, location, cpu, length, mark, ifindex, netns, reason,
