@@ -134,6 +134,26 @@ def ipftrace2(path: str, regex: str | None, backend: str) -> dict:
     return {"backend": f"ipftrace2 {backend}", "start_s": ready, "stop_s": time.monotonic() - t1}
 
 
+def cli_start(regex: str | None, backend: str, cache: str) -> dict:
+    """`ipft` as a user runs it: seconds until it says "tracing N functions", then Ctrl-C to exit."""
+    argv = [sys.executable, "-m", "ipft_web.cli", "-m", hex(MARK), "-b", backend, "-v"] + (["-r", regex] if regex else [])
+    env = dict(os.environ, IPFT_CACHE_DIR=cache)
+    t0 = time.monotonic()
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                         cwd=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    ready, how = None, ""
+    for line in p.stderr:
+        if line.startswith("BPF program "):
+            how = "cache" if "from the cache" in line else "compiled"
+        if line.startswith("tracing "):
+            ready = time.monotonic() - t0
+            break
+    t1 = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    p.communicate(timeout=1800)
+    return {"backend": f"ipft CLI {backend} ({how or '?'})", "start_s": ready, "stop_s": time.monotonic() - t1}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-b", "--backend", action="append", help="backend(s) to measure (default: all available)")
@@ -144,17 +164,23 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench: needs root", file=sys.stderr)
         return 2
+    import tempfile
+    os.environ["IPFT_CACHE_DIR"] = tempfile.mkdtemp(prefix="ipft-bench-cache-")   # the first start compiles
     kernel = KernelView.load()
     backends = args.backend or kernel.backends()
     print(f"kernel {os.uname().release}; {len(kernel.skb_functions())} skb functions; backends {backends}")
     base = baseline(args.seconds)
     print(f"baseline TCP over loopback, no tracer: {base:.1f} MB/s")
     rows = [run_backend(b, args.regex, args.seconds, args.flood) for b in backends]
+    cache = tempfile.mkdtemp(prefix="ipft-bench-cache-")
+    for _ in ("cold", "warm"):   # a fresh cache: the first run compiles, the second loads
+        rows.append(cli_start(args.regex, backends[0], cache))
     if os.environ.get("IPFT2"):
         for b in ("kprobe", "kprobe-multi" if "kprobe-multi" in backends else None):
             if b:
                 rows.append(ipftrace2(os.environ["IPFT2"], args.regex, b))
-    cols = ["backend", "attached", "failed", "kernel_s", "compile_s", "attach_s", "attach_load_s", "start_s", "detach_s",
+    cols = ["backend", "attached", "failed", "kernel_s", "compile_s", "attach_s", "attach_load_s", "attach_link_s",
+            "attach_tp_s", "start_s", "stop_s", "detach_s",
             "events_per_s", "sent", "journeys", "lost", "overhead"]
     print()
     print(" | ".join(cols))

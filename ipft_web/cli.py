@@ -150,6 +150,8 @@ def trace(args) -> int:
             if args.verbose:
                 if tracer.header_note:
                     sys.stderr.write(f"{tracer.header_note}\n")
+                how = ("loaded from the cache" if st["program"] == "cache" else "compiled (kept for the next run)")
+                sys.stderr.write(f"BPF program {how} in {st['timings'].get('compile', 0):.2f} s\n")
                 for name, why in st["failed_funcs"].items():
                     sys.stderr.write(f"refused: {name}: {why}\n")
             if st["backend"] == "tracepoint" and args.backend == "auto" and "kprobe" not in tracer.kernel.backends():

@@ -1,4 +1,5 @@
-"""The BPF program: bpf/ipft.bpf.c plus the kernel's struct offsets, compiled with BCC.
+"""The BPF program: bpf/ipft.bpf.c plus the kernel's struct offsets, compiled with BCC
+(or taken from the cache of earlier compiles, ipft_web/bpfcache.py) and loaded by ipft_web/bpfobject.py.
 
 Every field the program reads is located through the type database (BTF or DWARF) of the
 running kernel and handed to the C code as an integer constant. The generated part of the
@@ -10,10 +11,12 @@ import logging
 import mmap
 import os
 import resource
+import struct
 import time
 from dataclasses import dataclass, field
 
-from . import resources
+from . import bpfcache, resources
+from .bpfobject import BPFObject, Image
 from .errors import EnvError
 from .ringbuf import RingReader
 
@@ -142,40 +145,41 @@ def compile_program(spec: ProgramSpec):
     started = time.monotonic()
     try:
         bpf = bcc.BPF(text=spec.text.encode(), cflags=spec.cflags)
-        bpf.cflags = list(spec.cflags)
     except Exception as exc:  # BCC raises bare Exception on compile/load failures
         raise EnvError(f"could not compile the BPF program: {str(exc).strip().splitlines()[0]}") from None
     log.info("BPF program compiled in %.2fs", time.monotonic() - started)
     return bpf
 
 
-def load_func(bpf, name: str, prog_type, **kw):
-    """bpf.load_func, with the verifier's refusal as one EnvError line instead of BCC's bare Exception."""
+def image_for(spec: ProgramSpec, headers: str | None) -> tuple[Image, bool]:
+    """The compiled image of `spec`: from the cache when this exact compile was done before
+    (second value True), else compiled now with BCC and stored."""
+    import_bcc()
+    digest = bpfcache.key(spec.text, spec.cflags, headers)
+    image = bpfcache.load(digest)
+    if image is not None:
+        log.info("BPF program loaded from the cache (%s)", digest[:12])
+        return image, True
+    bpf = compile_program(spec)
     try:
-        return bpf.load_func(name, prog_type, **kw)
-    except Exception as exc:
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else "refused"
-        hint = ""
-        if "too long" in why or "too large" in why:
-            hint = ("; this kernel's verifier finds the program too complex"
-                    + (" with the field reader: drop --field/-s, or use a newer kernel (6.12 accepts it)"
-                       if "-DIPFT_FIELDS=1" in getattr(bpf, "cflags", []) else ""))
-        raise EnvError(f"the kernel refused BPF program {name}: {why}{hint}") from None
+        image = Image.from_bcc(bpf)
+    finally:
+        bpf.cleanup()   # BCC's maps and module go; the image holds no fd
+    bpfcache.save(digest, image)
+    return image, False
 
 
-def set_filter(bpf, mark: int, mask: int) -> None:
-    """Write the mark/mask into the running program's config map."""
-    table = bpf["ipft_config"]
-    value = table.Leaf()
-    value.mark = mark & mask
-    value.mask = mask
-    table[table.Key(0)] = value
+def set_filter(obj: BPFObject, mark: int, mask: int) -> None:
+    """Write the mark/mask into the running program's config map (struct ipft_config)."""
+    obj.map("ipft_config").update(ZERO_KEY, struct.pack("<II", mark & mask & 0xFFFFFFFF, mask & 0xFFFFFFFF))
 
 
-def lost_events(bpf) -> int:
+def lost_events(obj: BPFObject) -> int:
     """Events the ring buffer could not take, summed over CPUs."""
-    table = bpf["ipft_lost"]
-    return int(sum(table.getvalue(table.Key(0))))
+    return int(sum(obj.map("ipft_lost").percpu_u64(ZERO_KEY)))
+
+
+ZERO_KEY = struct.pack("<I", 0)
 
 
 class Compiled:
@@ -186,14 +190,17 @@ class Compiled:
     the first starts with attaching. The ring buffer is opened once; events go to `sink`.
     """
 
-    def __init__(self, spec: ProgramSpec, bpf, header_note: str | None, seconds: float):
+    def __init__(self, spec: ProgramSpec, obj: BPFObject, header_note: str | None, seconds: float,
+                 cached: bool = False):
         self.spec = spec
-        self.bpf = bpf
+        self.obj = obj
         self.header_note = header_note
         self.seconds = seconds
+        self.cached = cached
+        self.with_fields = "-DIPFT_FIELDS=1" in spec.cflags
         self.sink = None
         self.in_use = False
-        self.reader = RingReader(bpf["ipft_events"].map_fd, RINGBUF_PAGES * mmap.PAGESIZE)
+        self.reader = RingReader(obj.map_fds["ipft_events"], RINGBUF_PAGES * mmap.PAGESIZE)
 
     def _dispatch(self, buf, offset, size):
         sink = self.sink
@@ -208,7 +215,7 @@ class Compiled:
         """After a session (probes detached, so this ends): drain what is left, forget followed skbs."""
         self.reader.consume(self._dispatch)
         self.sink = None
-        self.bpf["ipft_tracked"].clear()
+        self.obj.map("ipft_tracked").clear()
         self.in_use = False
 
 
@@ -230,7 +237,7 @@ def compiled(kernel, key=None, with_fields: bool = False) -> Compiled:
             if note:
                 log.info("%s", note)
             started = time.monotonic()
-            bpf = compile_program(spec)
-            prog = Compiled(spec, bpf, note, time.monotonic() - started)
+            image, cached = image_for(spec, os.environ.get("BCC_KERNEL_SOURCE"))
+            prog = Compiled(spec, BPFObject(image, "-DIPFT_FIELDS=1" in spec.cflags), note, time.monotonic() - started, cached)
             _compiled[key] = prog
         return prog

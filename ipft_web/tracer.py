@@ -85,7 +85,7 @@ class Tracer:
         self.on_journey = on_journey
         self.on_progress = on_progress or (lambda stage, done, total: None)
         self.kernel = kernel
-        self.bpf = None
+        self.obj = None
         self.program = None
         self.lost_base = 0
         self.backend = None
@@ -138,12 +138,12 @@ class Tracer:
             raise EnvError("another trace is running in this process; stop it first")
         prog.in_use = True
         self.program = prog
-        self.bpf, self.spec, self.header_note = prog.bpf, prog.spec, prog.header_note
+        self.obj, self.spec, self.header_note = prog.obj, prog.spec, prog.header_note
         self.timings["compile"] = round(time.monotonic() - t1, 3)
         t1 = time.monotonic()
-        self.lost_base = program.lost_events(self.bpf)
-        program.set_filter(self.bpf, self.config.mark, self.config.mask)
-        fields_bpfmap.load(self.bpf, self.fieldset.fields)
+        self.lost_base = program.lost_events(self.obj)
+        program.set_filter(self.obj, self.config.mark, self.config.mask)
+        fields_bpfmap.load(self.obj, self.fieldset.fields)
         prog.sink = self._on_event
 
         self.state = "attaching"
@@ -182,11 +182,11 @@ class Tracer:
         free_traced = any(f.name == "kfree_skbmem" for f in functions)
         self.assembler = Assembler(self._emit, idle_timeout=self.config.idle_timeout, free_traced=free_traced)
         from .backends.tracepoint import TracepointBackend
-        self.tp_backend = TracepointBackend(self.bpf, self.spec)
+        self.tp_backend = TracepointBackend(self.obj, self.spec)
         self.backend_name = backend
         if backend != "tracepoint":
             from .backends import make
-            self.backend = make(backend, self.bpf, kernel)
+            self.backend = make(backend, self.obj, kernel)
             res = self.backend.attach(functions, self.on_progress)
             for step, seconds in getattr(self.backend, "timings", {}).items():
                 self.timings[f"attach_{step}"] = seconds
@@ -201,7 +201,9 @@ class Tracer:
             self.failed.update(res.failed)
         else:
             self.backend = self.tp_backend
+        started = time.monotonic()
         res = self.tp_backend.attach(tp_slots, self.on_progress if backend == "tracepoint" else None)
+        self.timings["attach_tp"] = round(time.monotonic() - started, 3)
         self.attached.extend(res.attached)
         self.failed.update(res.failed)
         if not self.attached:
@@ -274,7 +276,7 @@ class Tracer:
             # still waiting in the ring, by the newest event taken (a consumer running behind must
             # not time out journeys whose next hits it has not read yet).
             self.assembler.tick(None if drained else self.assembler.latest_ts)
-            self.lost = program.lost_events(self.bpf) - self.lost_base
+            self.lost = program.lost_events(self.obj) - self.lost_base
 
     def stop(self) -> None:
         with self._lock:
@@ -287,7 +289,7 @@ class Tracer:
                 self.timings["detach"] = round(time.monotonic() - t0, 3)
                 if self.program is not None:
                     self.program.release()  # drains the ring buffer into this tracer first
-                    self.lost = program.lost_events(self.bpf) - self.lost_base
+                    self.lost = program.lost_events(self.obj) - self.lost_base
                 if self.assembler is not None:
                     self.assembler.flush("exit")
             finally:
@@ -306,6 +308,7 @@ class Tracer:
             "errors": self.errors,
             "journeys": self.journeys,
             "headers": self.header_note,
+            "program": None if self.program is None else ("cache" if self.program.cached else "compiled"),
             "timings": dict(self.timings),
             "fields": self.fieldset.info() if self.fieldset else [],
         }

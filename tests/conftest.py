@@ -19,9 +19,20 @@ Traffic never leaves the namespaces a test made (or the loopback device).
 """
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 
 from ipft_testlib import IN_GUEST, IS_ROOT, IpftFactory, NetnsFactory
+
+
+def pytest_configure(config):
+    """Compiled programs go to a cache of this test run (inherited by every `ipft` the tests start):
+    the first trace of each kind compiles with BCC, the later ones load what it stored, so both
+    paths run, and nothing of a test run lands in the machine's /var/cache."""
+    if "IPFT_CACHE_DIR" not in os.environ:
+        os.environ["IPFT_CACHE_DIR"] = tempfile.mkdtemp(prefix="ipft-test-cache-")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -129,24 +129,45 @@ def test_decode_types(typedb):
     assert info["skb->len"]["numeric"] and not info["skb->dev->name"]["numeric"]
 
 
-class FakeTable(dict):
-    class Leaf:
-        def __init__(self, v=None):
-            self.v, self.deref = v, [0] * 4
+class FakeObject:
+    """The two maps bpfmap writes, as bpfobject.BPFObject.map() hands them out (bytes in, bytes out)."""
 
-    def Key(self, i):
-        return i
+    class Map(dict):
+        def __init__(self, value_size):
+            super().__init__()
+            self.spec = type("Spec", (), {"value_size": value_size})
+            self.writes = []
+
+        def update(self, key, value):
+            assert len(key) == 4 and len(value) == self.spec.value_size
+            self[struct.unpack("<I", key)[0]] = value
+            self.writes.append(struct.unpack("<I", key)[0])
+
+    def __init__(self):
+        self.maps = {"ipft_fields": self.Map(28), "ipft_nfields": self.Map(4)}
+
+    def map(self, name):
+        return self.maps[name]
 
 
 def test_bpfmap_writes_count_last(typedb):
     fields = paths.resolve_all(typedb, ["skb->len", "skb->dev->name"])
-    maps = {"ipft_fields": FakeTable(), "ipft_nfields": FakeTable()}
-    bpfmap.load(maps, fields)
-    assert maps["ipft_nfields"][0].v == 2
-    leaf = maps["ipft_fields"][1]
-    assert (leaf.base, leaf.nderef, leaf.size, leaf.deref[0]) == (0, 1, 16, fields[1].derefs[0])
-    bpfmap.clear(maps)
-    assert maps["ipft_nfields"][0].v == 0
+    obj = FakeObject()
+    bpfmap.load(obj, fields)
+    count, table = obj.maps["ipft_nfields"], obj.maps["ipft_fields"]
+    assert struct.unpack("<I", count[0])[0] == 2 and count.writes == [0, 0]   # zeroed first, set last
+    base, nderef, size, _pad, base_off, d0, _d1, _d2, _d3, off = struct.unpack("<BBBBiiiiii", table[1])
+    assert (base, nderef, size, d0, off) == (0, 1, 16, fields[1].derefs[0], fields[1].off)
+    bpfmap.clear(obj)
+    assert struct.unpack("<I", count[0])[0] == 0
+
+
+def test_bpfmap_refuses_a_map_of_another_layout(typedb):
+    fields = paths.resolve_all(typedb, ["skb->len"])
+    obj = FakeObject()
+    obj.maps["ipft_fields"] = FakeObject.Map(24)
+    with pytest.raises(ValueError, match="24-byte"):
+        bpfmap.load(obj, fields)
 
 
 # -- output ---------------------------------------------------------------------------------------

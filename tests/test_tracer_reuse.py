@@ -3,6 +3,7 @@
 Root tests: on the host they use the tracepoint backend (the only one it allows); in a guest,
 whatever `auto` picks.
 """
+import os
 import time
 
 import pytest
@@ -29,6 +30,18 @@ def session(ns, regex, backend="auto"):
     return t, out
 
 
+def probe_fds() -> list[str]:
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            what = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if what in ("anon_inode:bpf-link", "anon_inode:[perf_event]"):
+            out.append(what)
+    return out
+
+
 def test_two_sessions_share_one_compiled_program(netns):
     ns = netns("reuse")
     ns.iptables("-t", "raw", "-A", "OUTPUT", "-p", "icmp", "-j", "MARK", "--set-mark", hex(MARK))
@@ -42,9 +55,8 @@ def test_two_sessions_share_one_compiled_program(netns):
         assert all(j["mark"] & 0xFFFFFFFF == MARK for j in echo)
     assert t1.program is t2.program                  # compiled once
     assert t2.timings["compile"] < 1.0               # the second session did not compile
-    # every probe is gone: nothing left in BCC's tables, no perf/link fds kept by the backends
-    bpf = t2.program.bpf
-    assert not bpf.raw_tracepoint_fds and not t2.program.in_use
+    # every probe is gone: this process holds no BPF link or perf event any more
+    assert not t2.program.in_use and not probe_fds()
     assert not getattr(t2.backend, "fds", []) and not getattr(t2.backend, "links", [])
 
 
@@ -124,3 +136,30 @@ def test_kprobe_multi_one_program_for_every_position(netns):
     seen_pos = {kernel.function(f).pos for f in funcs if f in present}
     assert len(seen_pos) >= 2, (funcs, seen_pos)      # hits through functions of different positions
     assert echo["end"] == "freed" and funcs[-1] == "kfree_skbmem", funcs   # the FREE cookie bit
+
+
+def test_a_duplicated_name_is_traced_at_each_address():
+    """A name kallsyms lists twice (two static functions, e.g. add_grec in IPv4 and IPv6): kprobe
+    and kprobe-multi attach at both addresses instead of refusing it (guest kernels)."""
+    import re
+
+    from ipft_web.kernel.view import KernelView
+    kernel = KernelView.load()
+    usable = [b for b in ("kprobe-multi", "kprobe") if b in kernel.backends()]
+    dups = [f for f in kernel.skb_functions() if f.duplicate and len(kernel.addresses(f.name)) > 1]
+    if not usable or not dups:
+        pytest.skip("needs kprobes and a duplicated skb function name")
+    dup = dups[0]
+    for backend in usable:
+        t = Tracer(TraceConfig(mark=MARK, regex=f"^{re.escape(dup.name)}$", backend=backend), lambda j: None)
+        t.start()
+        try:
+            st = t.stats()
+            assert st["backend"] == backend and dup.name in t.attached, st
+            assert dup.name not in st["failed_funcs"], st["failed_funcs"]
+            if backend == "kprobe":
+                others = sum(len(kernel.addresses(n)) for n in t.attached
+                             if n != dup.name and kernel.function(n) is not None and ":" not in n)
+                assert len(t.backend.fds) == len(kernel.addresses(dup.name)) + others
+        finally:
+            t.stop()

@@ -1,6 +1,6 @@
 """fentry backend: one BPF_PROG_TYPE_TRACING program per function, loaded with that function's BTF id.
 
-The program text is the fentry_skb_N entry BCC compiled (map fds already in its instructions);
+The program text is the fentry_skb_N entry of the compiled image, with this process's map fds;
 the verifier checks it once per target, and refuses some (too many arguments, struct arguments,
 unsupported return types): those are counted, never fatal.
 """
@@ -19,9 +19,9 @@ class FentryBackend:
     name = "fentry"
     kind = "fentry"
 
-    def __init__(self, bpf, btf_id_of):
+    def __init__(self, obj, btf_id_of):
         """`btf_id_of(name)` -> (btf type id, module BTF object fd or 0) or None."""
-        self.bpf = bpf
+        self.obj = obj
         self.btf_id_of = btf_id_of
         self.fds: list[int] = []
 
@@ -40,7 +40,7 @@ class FentryBackend:
                                           if getattr(fn, "module", None) else "no BTF id for this function")
                 continue
             if prog not in insns:
-                insns[prog] = self.bpf.dump_func(prog)
+                insns[prog] = self.obj.insns(prog)
             prog_fd = -1
             try:
                 prog_fd = prog_load(BPF_PROG_TYPE_TRACING, insns[prog], expected_attach_type=BPF_TRACE_FENTRY,

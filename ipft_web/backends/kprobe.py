@@ -4,14 +4,16 @@ Attach and detach go through the kprobe PMU directly (ipft_web.kernel.sysbpf). A
 serialised by the kernel (ftrace code patching under one lock): threads only add contention there
 (measured in a 6.1 guest: 8 threads were slower than one). Detaching also waits for RCU grace
 periods, which many closing threads share, so fds are closed from a pool.
+
+A name kallsyms lists twice (two static functions called alike) gets a kprobe at each address.
 """
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from ..kernel.sysbpf import BPFError, perf_attach_bpf, perf_kprobe_open
-from ..program import load_func
+from ..kernel.sysbpf import (BPF_PROG_TYPE_KPROBE, BPFError, perf_attach_bpf, perf_kprobe_open,
+                             perf_kprobe_open_addr)
 from . import AttachResult, close_many
 
 MAX_POS = 5  # PT_REGS_PARM1..5 on x86-64
@@ -27,37 +29,38 @@ class KprobeBackend:
     name = "kprobe"
     kind = "kprobe"
 
-    def __init__(self, bpf):
-        self.bpf = bpf
+    def __init__(self, obj, addresses=None):
+        self.obj = obj
+        self.addresses = addresses or (lambda name: [])
         self.fds: list[int] = []
 
     def attach(self, functions, progress=None) -> AttachResult:
         """`functions`: catalog entries with .name and .pos (1-based)."""
-        from bcc import BPF
-
         result = AttachResult()
         prog_fds = {}
         for fn in functions:
             prog = program_for(fn)
             if prog not in prog_fds:
-                prog_fds[prog] = load_func(self.bpf, prog, BPF.KPROBE).fd
+                prog_fds[prog] = self.obj.prog_fd(prog, BPF_PROG_TYPE_KPROBE)
 
         def one(fn):
-            fd = -1
+            fds = []
             try:
-                fd = perf_kprobe_open(fn.name)
-                perf_attach_bpf(fd, prog_fds[program_for(fn)])
-                return fn.name, fd, None
+                addrs = self.addresses(fn.name) if getattr(fn, "duplicate", False) else []
+                for addr in addrs or [None]:
+                    fd = perf_kprobe_open(fn.name) if addr is None else perf_kprobe_open_addr(addr, fn.name)
+                    fds.append(fd)
+                    perf_attach_bpf(fd, prog_fds[program_for(fn)])
+                return fn.name, fds, None
             except BPFError as exc:
-                if fd >= 0:
-                    os.close(fd)
-                return fn.name, -1, str(exc).splitlines()[0]
+                close_many(fds)
+                return fn.name, [], str(exc).splitlines()[0]
 
         total = len(functions)
         with ThreadPoolExecutor(max_workers=ATTACH_THREADS) as pool:
-            for i, (name, fd, err) in enumerate(pool.map(one, functions), 1):
+            for i, (name, fds, err) in enumerate(pool.map(one, functions), 1):
                 if err is None:
-                    self.fds.append(fd)
+                    self.fds.extend(fds)
                     result.attached.append(name)
                 else:
                     result.failed[name] = err

@@ -2,19 +2,30 @@
 
 The only backend a kernel without kprobes (or a locked-down one) leaves us. skb:kfree_skb and
 skb:consume_skb have programs of their own (drop reason, end of a journey).
+
+Each tracepoint slot is its own program (a raw tracepoint program cannot tell which tracepoint
+fired), so they are loaded by a small pool: the verifier runs in the loading thread.
 """
 from __future__ import annotations
 
-from . import AttachResult, close_fds, quiet_stderr
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from ..errors import EnvError
+from ..kernel.sysbpf import BPF_PROG_TYPE_RAW_TRACEPOINT, BPFError, raw_tracepoint_open
+from . import AttachResult, close_many
+
+LOAD_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 class TracepointBackend:
     name = "tracepoint"
     kind = "tracepoint"
 
-    def __init__(self, bpf, spec):
-        self.bpf = bpf
+    def __init__(self, obj, spec):
+        self.obj = obj
         self.spec = spec
+        self.fds: list[int] = []
 
     def program_for(self, slot: int) -> str:
         if slot == self.spec.kfree_skb_slot:
@@ -26,19 +37,30 @@ class TracepointBackend:
     def attach(self, slots, progress=None) -> AttachResult:
         """`slots`: slot ids of spec.slots to attach."""
         result = AttachResult()
-        noise: list = []
         total = len(slots)
-        with quiet_stderr(noise):
-            for i, slot in enumerate(slots, 1):
-                tp = self.spec.slots[slot]
+
+        def load(slot):
+            try:
+                return self.obj.prog_fd(self.program_for(slot), BPF_PROG_TYPE_RAW_TRACEPOINT), None
+            except EnvError as exc:
+                return None, str(exc)
+
+        with ThreadPoolExecutor(max_workers=LOAD_THREADS) as pool:
+            loaded = list(pool.map(load, slots))
+        for i, (slot, (prog_fd, err)) in enumerate(zip(slots, loaded), 1):
+            tp = self.spec.slots[slot]
+            if prog_fd is None:
+                result.failed[tp.label] = err
+            else:
                 try:
-                    self.bpf.attach_raw_tracepoint(tp=tp.name, fn_name=self.program_for(slot))
+                    self.fds.append(raw_tracepoint_open(prog_fd, tp.name))
                     result.attached.append(tp.label)
-                except Exception as exc:
-                    result.failed[tp.label] = str(exc).strip().splitlines()[0] if str(exc).strip() else "refused"
-                if progress:
-                    progress("attaching", i, total)
+                except BPFError as exc:
+                    result.failed[tp.label] = str(exc).splitlines()[0]
+            if progress:
+                progress("attaching", i, total)
         return result
 
     def detach(self) -> None:
-        close_fds(self.bpf.raw_tracepoint_fds)
+        close_many(self.fds)
+        self.fds.clear()

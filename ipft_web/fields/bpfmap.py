@@ -5,9 +5,25 @@ probes are attached. The count is written last, so the program never sees a half
 """
 from __future__ import annotations
 
+import ctypes
+import struct
+
 from .paths import MAX_DEREFS, MAX_FIELDS, VALUE_SIZE, Resolved
 
 S32_MIN, S32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+class FieldEntry(ctypes.Structure):
+    """struct ipft_field in bpf/ipft.bpf.c."""
+    _fields_ = [
+        ("base", ctypes.c_uint8),
+        ("nderef", ctypes.c_uint8),
+        ("size", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+        ("base_off", ctypes.c_int32),
+        ("deref", ctypes.c_int32 * MAX_DEREFS),
+        ("off", ctypes.c_int32),
+    ]
 
 
 def _s32(v: int) -> int:
@@ -16,27 +32,34 @@ def _s32(v: int) -> int:
     return v
 
 
-def load(bpf, fields: list[Resolved]) -> None:
+def _key(i: int) -> bytes:
+    return struct.pack("<I", i)
+
+
+def _count(n: int) -> bytes:
+    return struct.pack("<I", n)
+
+
+def load(obj, fields: list[Resolved]) -> None:
+    """`obj`: the loaded program (bpfobject.BPFObject)."""
     if len(fields) > MAX_FIELDS:
         raise ValueError(f"at most {MAX_FIELDS} fields")
-    count = bpf["ipft_nfields"]
-    count[count.Key(0)] = count.Leaf(0)
-    table = bpf["ipft_fields"]
+    count = obj.map("ipft_nfields")
+    count.update(_key(0), _count(0))
+    table = obj.map("ipft_fields")
+    if table.spec.value_size != ctypes.sizeof(FieldEntry):
+        raise ValueError(f"ipft_fields holds {table.spec.value_size}-byte values, "
+                         f"not struct ipft_field's {ctypes.sizeof(FieldEntry)}")
     for i, f in enumerate(fields):
         if len(f.derefs) > MAX_DEREFS or not 0 <= f.size <= VALUE_SIZE:
             raise ValueError(f"field {f.name} does not fit the program's limits")
-        leaf = table.Leaf()
-        leaf.base = f.base
-        leaf.nderef = len(f.derefs)
-        leaf.size = f.size
-        leaf.base_off = _s32(f.base_off)
+        leaf = FieldEntry(base=f.base, nderef=len(f.derefs), size=f.size, base_off=_s32(f.base_off),
+                          off=_s32(f.off))
         for k, off in enumerate(f.derefs):
             leaf.deref[k] = _s32(off)
-        leaf.off = _s32(f.off)
-        table[table.Key(i)] = leaf
-    count[count.Key(0)] = count.Leaf(len(fields))
+        table.update(_key(i), bytes(leaf))
+    count.update(_key(0), _count(len(fields)))
 
 
-def clear(bpf) -> None:
-    count = bpf["ipft_nfields"]
-    count[count.Key(0)] = count.Leaf(0)
+def clear(obj) -> None:
+    obj.map("ipft_nfields").update(_key(0), _count(0))

@@ -10,8 +10,6 @@ from __future__ import annotations
 import bisect
 import errno
 import re
-from collections import Counter
-from operator import itemgetter
 from pathlib import Path
 
 KALLSYMS = "/proc/kallsyms"
@@ -20,27 +18,35 @@ BLACKLIST = "/sys/kernel/debug/kprobes/blacklist"
 MAX_FUNC_SIZE = 1 << 20   # an address further than this past the last symbol is not in it
 
 # "ffffffff81000000 T name" or "ffffffffc0a01000 t name\t[module]"
-_LINE = re.compile(r"^([0-9a-fA-F]+) [tT] ([^\t\n]+)", re.M)
-_NAME = re.compile(r"^[0-9a-fA-F]+ [tT] ([^\t\n]+)", re.M)
-_MODULE = re.compile(r"^[0-9a-fA-F]+ [tT] ([^\t\n]+)\t\[([^\]\n]+)\]", re.M)
+_ENTRY = re.compile(r"^([0-9a-fA-F]+) [tT] ([^\t\n]+)(?:\t\[([^\]\n]+)\])?", re.M)
 
 
 class Kallsyms:
     """Text symbols of the running kernel, from /proc/kallsyms text (or any text in its format).
 
-    Names are counted at once; addresses are parsed on first use."""
+    One regex pass at load; the address tables are made on first use (they cost more than the
+    names, and a trace that never symbolizes an address never needs the sorted one)."""
 
     def __init__(self, text: str = ""):
-        self._text = text
-        self.counts: Counter[str] = Counter(_NAME.findall(text))
+        entries = _ENTRY.findall(text)          # [(hex address, name, module or "")]
+        self._entries = entries
+        names = [e[1] for e in entries]
+        self._first_hex: dict[str, str] = {}
+        for name, hexaddr in zip(reversed(names), reversed([e[0] for e in entries])):
+            self._first_hex[name] = hexaddr     # reversed: the first listed wins
+        self._total = len(names)
+        self._dups: set[str] = set()
+        if len(self._first_hex) != len(names):
+            seen: set[str] = set()
+            self._dups = {n for n in names if n in seen or seen.add(n)}
         self._modules: dict[str, str] = {}
-        for name, mod in _MODULE.findall(text):
-            self._modules.setdefault(name, mod)
+        for _a, name, mod in entries:
+            if mod:
+                self._modules.setdefault(name, mod)
         self._sorted: list[int] | None = None
         self._sorted_names: list[str] = []
-        self._by_name: dict[str, list[int]] | None = None
-        first = _LINE.search(text)
-        self.has_addresses = bool(first and first.group(1).strip("0"))
+        self._dup_addrs: dict[str, list[int]] | None = None
+        self.has_addresses = bool(entries and entries[0][0].strip("0"))
 
     @classmethod
     def parse(cls, text: str) -> "Kallsyms":
@@ -48,50 +54,51 @@ class Kallsyms:
 
     # -- names ---------------------------------------------------------------------------------
     def __contains__(self, name: str) -> bool:
-        return name in self.counts
+        return name in self._first_hex
 
     def __len__(self) -> int:
-        return sum(self.counts.values())
+        return self._total
 
     def names(self) -> set[str]:
-        return set(self.counts)
+        return set(self._first_hex)
 
     def count(self, name: str) -> int:
-        return self.counts.get(name, 0)
+        if name not in self._first_hex:
+            return 0
+        if name not in self._dups:
+            return 1
+        return sum(1 for e in self._entries if e[1] == name)
 
     def is_duplicate(self, name: str) -> bool:
-        return self.counts.get(name, 0) > 1
+        return name in self._dups
 
     def duplicates(self) -> set[str]:
-        return {n for n, c in self.counts.items() if c > 1}
+        return set(self._dups)
 
     def module(self, name: str) -> str | None:
         return self._modules.get(name)
 
     # -- addresses -----------------------------------------------------------------------------
-    def _build(self) -> None:
-        """Parse the addresses once: by name, and sorted for symbolize()."""
-        pairs = _LINE.findall(self._text) if self.has_addresses else []
-        addrs = [int(a, 16) for a, _n in pairs]
-        names = [n for _a, n in pairs]
-        by_name = {n: [a] for n, a in zip(names, addrs)}
-        dups = self.duplicates()
-        if dups:
-            for n in dups:
-                by_name[n] = []
-            for n, a in zip(names, addrs):
-                if n in dups:
-                    by_name[n].append(a)
-        self._by_name = by_name
-        ordered = sorted(zip(addrs, names), key=itemgetter(0))  # stable: file order among aliases
-        self._sorted = [a for a, _n in ordered]
-        self._sorted_names = [n for _a, n in ordered]
-
     def addresses(self, name: str) -> list[int]:
-        """Every address of text symbol `name` (empty when unknown or addresses are hidden)."""
-        if self._by_name is None:
-            self._build()
-        return list(self._by_name.get(name, ()))
+        """Every address of text symbol `name`, in listing order (empty when unknown or hidden)."""
+        if not self.has_addresses or name not in self._first_hex:
+            return []
+        if name in self._dups:
+            if self._dup_addrs is None:
+                found: dict[str, list[int]] = {n: [] for n in self._dups}
+                for hexaddr, n, _m in self._entries:
+                    if n in found:
+                        found[n].append(int(hexaddr, 16))
+                self._dup_addrs = found
+            return list(self._dup_addrs[name])
+        return [int(self._first_hex[name], 16)]
+
+    def _build(self) -> None:
+        """Addresses sorted for symbolize() (stable: listing order among aliases)."""
+        addrs = [int(e[0], 16) for e in self._entries] if self.has_addresses else []
+        order = sorted(range(len(addrs)), key=addrs.__getitem__)
+        self._sorted = [addrs[i] for i in order]
+        self._sorted_names = [self._entries[i][1] for i in order]
 
     def symbolize(self, addr: int) -> str | None:
         """Name of the text symbol containing `addr` (the nearest one at or below it; of several

@@ -23,6 +23,10 @@ NR_BPF, NR_PERF_EVENT_OPEN = _SYSCALLS.get(platform.machine(), (321, 298))
 
 # -- bpf commands ---------------------------------------------------------------------------
 BPF_MAP_CREATE = 0
+BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_DELETE_ELEM = 3
+BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
 BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_LINK_CREATE = 28
@@ -41,7 +45,18 @@ BPF_TRACE_KPROBE_MULTI = 42
 BPF_F_KPROBE_MULTI_RETURN = 1
 
 # -- map types --------------------------------------------------------------------------------
+BPF_MAP_TYPE_HASH = 1
+BPF_MAP_TYPE_ARRAY = 2
+BPF_MAP_TYPE_PERCPU_HASH = 5
+BPF_MAP_TYPE_PERCPU_ARRAY = 6
+BPF_MAP_TYPE_LRU_HASH = 9
+BPF_MAP_TYPE_LRU_PERCPU_HASH = 10
 BPF_MAP_TYPE_RINGBUF = 27
+PERCPU_MAP_TYPES = (BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH)
+
+# -- instruction fields -----------------------------------------------------------------------
+BPF_LD_IMM64 = 0x18          # BPF_LD | BPF_DW | BPF_IMM: a 64-bit immediate over two slots
+BPF_PSEUDO_MAP_FD = 1        # ... whose src_reg says "imm is a map fd"
 
 # -- helpers ----------------------------------------------------------------------------------
 BPF_FUNC_get_func_ip = 173
@@ -191,6 +206,16 @@ class MapCreateAttr(ctypes.Structure):
     ]
 
 
+class MapElemAttr(ctypes.Structure):
+    _fields_ = [
+        ("map_fd", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+        ("key", ctypes.c_uint64),
+        ("value", ctypes.c_uint64),   # next_key for BPF_MAP_GET_NEXT_KEY
+        ("flags", ctypes.c_uint64),
+    ]
+
+
 class RawTracepointOpenAttr(ctypes.Structure):
     _fields_ = [("name", ctypes.c_uint64), ("prog_fd", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
 
@@ -277,17 +302,87 @@ def prog_load(prog_type: int, insns: bytes = RETURN_ZERO, *, expected_attach_typ
         try:
             fd = attempt(1, buf)
         except BPFError as second:
-            raise _fail(what, second.errno, buf.value.decode(errors="replace")) from None
+            # ENOSPC: the log did not fit; the verifier's answer is the first errno
+            err = first.errno if second.errno == _errno.ENOSPC else second.errno
+            raise _fail(what, err, buf.value.decode(errors="replace")) from None
         os.close(fd)  # loaded with a log but not without: report the first error
         raise _fail(what, first.errno) from None
 
 
 def map_create(map_type: int, key_size: int, value_size: int, max_entries: int,
-               name: str = "ipft_probe") -> int:
+               name: str = "ipft_probe", flags: int = 0) -> int:
     attr = MapCreateAttr(map_type=map_type, key_size=key_size, value_size=value_size,
-                         max_entries=max_entries)
+                         max_entries=max_entries, map_flags=flags)
     attr.map_name = name.encode()[:15]
-    return _call(f"BPF_MAP_CREATE (map type {map_type})", BPF_MAP_CREATE, attr)
+    return _call(f"BPF_MAP_CREATE ({name}, map type {map_type})", BPF_MAP_CREATE, attr)
+
+
+def possible_cpus() -> int:
+    """How many values a per-CPU map holds per key (the kernel's possible CPUs, not the online ones)."""
+    try:
+        text = open("/sys/devices/system/cpu/possible").read().strip()
+    except OSError:
+        return os.cpu_count() or 1
+    count = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        count += int(hi or lo) - int(lo) + 1
+    return count
+
+
+def _elem(fd: int, key: bytes, value=None, flags: int = 0):
+    kbuf = ctypes.create_string_buffer(bytes(key), len(key))
+    attr = MapElemAttr(map_fd=fd, key=ctypes.addressof(kbuf), flags=flags)
+    if value is not None:
+        attr.value = ctypes.addressof(value)
+    return attr, kbuf
+
+
+def map_update(fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
+    vbuf = ctypes.create_string_buffer(bytes(value), len(value))
+    attr, _k = _elem(fd, key, vbuf, flags)
+    _call("BPF_MAP_UPDATE_ELEM", BPF_MAP_UPDATE_ELEM, attr)
+
+
+def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
+    """The value (for per-CPU maps: value_size = rounded size x possible CPUs), None if absent."""
+    vbuf = ctypes.create_string_buffer(value_size)
+    attr, _k = _elem(fd, key, vbuf)
+    try:
+        bpf(BPF_MAP_LOOKUP_ELEM, attr)
+    except BPFError as exc:
+        if exc.errno == _errno.ENOENT:
+            return None
+        raise _fail("BPF_MAP_LOOKUP_ELEM", exc.errno) from None
+    return vbuf.raw
+
+
+def map_delete(fd: int, key: bytes) -> bool:
+    attr, _k = _elem(fd, key)
+    try:
+        bpf(BPF_MAP_DELETE_ELEM, attr)
+    except BPFError as exc:
+        if exc.errno == _errno.ENOENT:
+            return False
+        raise _fail("BPF_MAP_DELETE_ELEM", exc.errno) from None
+    return True
+
+
+def map_keys(fd: int, key_size: int) -> list[bytes]:
+    """Every key of a hash map (BPF_MAP_GET_NEXT_KEY from no key)."""
+    keys = []
+    nbuf = ctypes.create_string_buffer(key_size)
+    attr = MapElemAttr(map_fd=fd, key=0, value=ctypes.addressof(nbuf))
+    while True:
+        try:
+            bpf(BPF_MAP_GET_NEXT_KEY, attr)
+        except BPFError as exc:
+            if exc.errno == _errno.ENOENT:
+                return keys
+            raise _fail("BPF_MAP_GET_NEXT_KEY", exc.errno) from None
+        keys.append(nbuf.raw)
+        cur = ctypes.create_string_buffer(nbuf.raw, key_size)
+        attr.key = ctypes.addressof(cur)   # `cur` stays alive until the next turn rebinds it
 
 
 def raw_tracepoint_open(prog_fd: int, name: str | None) -> int:
@@ -375,6 +470,37 @@ def perf_kprobe_open(symbol: str, retprobe: bool = False, offset: int = 0) -> in
         _errno.EINVAL: "function cannot be probed (blacklisted, notrace, or not a function start)",
         _errno.EILSEQ: "offset is not at an instruction boundary",
     })
+
+
+def perf_kprobe_open_addr(addr: int, label: str = "") -> int:
+    """A kprobe at a kernel text address (for names kallsyms lists twice); returns the perf event fd."""
+    pmu = kprobe_pmu_type()
+    if pmu is None:
+        raise BPFError(_errno.ENOENT, f"kprobe PMU missing ({KPROBE_PMU_TYPE} absent)")
+    attr = PerfEventAttr(type=pmu, config=0, sample_period=1, wakeup_events=1)
+    attr.config1 = 0          # no name: config2 is the address
+    attr.config2 = addr
+    return perf_event_open(attr, what=f"perf_event_open (kprobe {label or hex(addr)} at {addr:#x})", meaning={
+        _errno.EINVAL: "address cannot be probed (blacklisted, notrace, or not a function start)",
+    })
+
+
+def link_create_kprobe_multi_addrs(prog_fd: int, addrs: list[int], cookies: list[int] | None = None,
+                                   retprobe: bool = False) -> int:
+    """BPF_LINK_CREATE kprobe-multi by addresses: the kernel skips its pass over kallsyms that
+    names need (measured in a 6.12 guest: 0.24 s instead of 0.62 s for 1,580 functions)."""
+    if cookies is not None and len(cookies) != len(addrs):
+        raise ValueError("cookies must have one entry per address")
+    arr = (ctypes.c_uint64 * max(len(addrs), 1))(*addrs)
+    attr = LinkCreateAttr(prog_fd=prog_fd, attach_type=BPF_TRACE_KPROBE_MULTI)
+    attr.kprobe_multi.flags = BPF_F_KPROBE_MULTI_RETURN if retprobe else 0
+    attr.kprobe_multi.cnt = len(addrs)
+    attr.kprobe_multi.addrs = ctypes.addressof(arr)
+    if cookies is not None:
+        cookie_arr = (ctypes.c_uint64 * max(len(cookies), 1))(*[c & (2**64 - 1) for c in cookies])
+        attr.kprobe_multi.cookies = ctypes.addressof(cookie_arr)
+    what = f"BPF_LINK_CREATE (kprobe-multi, {len(addrs)} address{'es' if len(addrs) != 1 else ''})"
+    return _call(what, BPF_LINK_CREATE, attr, KPROBE_MULTI_MEANING)
 
 
 def perf_attach_bpf(event_fd: int, prog_fd: int) -> None:

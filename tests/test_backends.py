@@ -1,0 +1,126 @@
+"""The function backends' bookkeeping, with the kernel calls replaced (the real attaches are the
+guest tests in test_tracer_reuse.py and test_kernel_scenarios.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from ipft_web.backends import kprobe, kprobe_multi
+from ipft_web.kernel.sysbpf import BPFError
+
+
+@dataclass
+class Fn:
+    name: str
+    pos: int = 1
+    duplicate: bool = False
+    module: str | None = None
+
+
+class FakeObj:
+    def __init__(self):
+        self.loaded = []
+
+    def prog_fd(self, name, prog_type, expected_attach_type=0):
+        self.loaded.append((name, prog_type, expected_attach_type))
+        return 100 + len(self.loaded)
+
+
+ADDRS = {"ip_rcv": [0x1000], "add_grec": [0x2000, 0x3000], "kfree_skbmem": [0x4000], "bad": [0x5000],
+         "tcp_v4_rcv": [0x6000]}
+
+
+def links(monkeypatch, refuse=()):
+    made = []
+
+    def by_addrs(prog_fd, addrs, cookies):
+        if any(a in refuse for a in addrs):
+            raise BPFError(2, "ENOENT (test)")
+        made.append(("addrs", list(addrs), list(cookies)))
+        return 200 + len(made)
+
+    def by_names(prog_fd, names, cookies):
+        if any(n in refuse for n in names):
+            raise BPFError(3, "ESRCH (test)")
+        made.append(("names", list(names), list(cookies)))
+        return 200 + len(made)
+
+    monkeypatch.setattr(kprobe_multi, "link_create_kprobe_multi_addrs", by_addrs)
+    monkeypatch.setattr(kprobe_multi, "link_create_kprobe_multi", by_names)
+    monkeypatch.setattr(kprobe_multi, "close_many", lambda fds: None)
+    return made
+
+
+def test_kprobe_multi_links_every_address_of_a_duplicated_name(monkeypatch):
+    made = links(monkeypatch)
+    obj = FakeObj()
+    b = kprobe_multi.KprobeMultiBackend(obj, lambda n: ADDRS.get(n, []))
+    res = b.attach([Fn("ip_rcv"), Fn("add_grec", duplicate=True), Fn("kfree_skbmem"), Fn("tcp_v4_rcv", pos=2)])
+    assert res.failed == {} and res.attached == ["add_grec", "ip_rcv", "kfree_skbmem", "tcp_v4_rcv"]
+    assert obj.loaded == [("kprobe_multi_skb", 2, 42)]       # one program, loaded for kprobe-multi
+    (kind, addrs, cookies), = made                           # one link
+    assert kind == "addrs" and addrs == [0x2000, 0x3000, 0x1000, 0x4000, 0x6000]
+    assert cookies == [1, 1, 1, 1 | kprobe_multi.FREE, 2]
+    b.detach()
+    assert b.links == []
+
+
+def test_kprobe_multi_isolates_an_address_the_kernel_refuses(monkeypatch):
+    made = links(monkeypatch, refuse={0x5000})
+    b = kprobe_multi.KprobeMultiBackend(FakeObj(), lambda n: ADDRS.get(n, []))
+    res = b.attach([Fn("ip_rcv"), Fn("bad"), Fn("tcp_v4_rcv"), Fn("add_grec", duplicate=True)])
+    assert list(res.failed) == ["bad"] and "ENOENT" in res.failed["bad"]
+    assert sorted(res.attached) == ["add_grec", "ip_rcv", "tcp_v4_rcv"]
+    assert sorted(a for _k, addrs, _c in made for a in addrs) == [0x1000, 0x2000, 0x3000, 0x6000]
+
+
+def test_kprobe_multi_uses_names_when_addresses_are_hidden(monkeypatch):
+    made = links(monkeypatch)
+    b = kprobe_multi.KprobeMultiBackend(FakeObj(), lambda n: [])
+    res = b.attach([Fn("ip_rcv"), Fn("add_grec", duplicate=True)])
+    assert res.attached == ["ip_rcv"] and "more than once" in res.failed["add_grec"]
+    assert made == [("names", ["ip_rcv"], [1])]
+
+
+def test_kprobe_probes_a_duplicated_name_at_each_address(monkeypatch):
+    opened = []
+    monkeypatch.setattr(kprobe, "perf_kprobe_open", lambda name: opened.append(name) or 10 + len(opened))
+    monkeypatch.setattr(kprobe, "perf_kprobe_open_addr",
+                        lambda addr, label="": opened.append(hex(addr)) or 10 + len(opened))
+    monkeypatch.setattr(kprobe, "perf_attach_bpf", lambda fd, prog: None)
+    obj = FakeObj()
+    b = kprobe.KprobeBackend(obj, lambda n: ADDRS.get(n, []))
+    res = b.attach([Fn("ip_rcv"), Fn("add_grec", duplicate=True), Fn("kfree_skbmem")])
+    assert res.attached == ["ip_rcv", "add_grec", "kfree_skbmem"] and not res.failed
+    assert opened == ["ip_rcv", "0x2000", "0x3000", "kfree_skbmem"]
+    assert len(b.fds) == 4
+    assert [n for n, _t, _a in obj.loaded] == ["kprobe_skb_1", "kprobe_free"]
+
+
+def test_kprobe_a_refused_second_address_refuses_the_name(monkeypatch):
+    closed = []
+
+    def open_addr(addr, label=""):
+        if addr == 0x3000:
+            raise BPFError(22, "EINVAL (test)")
+        return 50
+
+    monkeypatch.setattr(kprobe, "perf_kprobe_open_addr", open_addr)
+    monkeypatch.setattr(kprobe, "perf_attach_bpf", lambda fd, prog: None)
+    monkeypatch.setattr(kprobe, "close_many", lambda fds: closed.extend(fds))
+    b = kprobe.KprobeBackend(FakeObj(), lambda n: ADDRS.get(n, []))
+    res = b.attach([Fn("add_grec", duplicate=True)])
+    assert "EINVAL" in res.failed["add_grec"] and closed == [50] and b.fds == []
+
+
+@pytest.mark.parametrize("n", [1, 7, 64])
+def test_kprobe_multi_bisection_attaches_all_but_the_bad(monkeypatch, n):
+    names = [f"f{i}" for i in range(n)]
+    addrs = {name: [0x10000 + i] for i, name in enumerate(names)}
+    bad = {0x10000 + i for i in range(0, n, 5)}
+    links(monkeypatch, refuse=bad)
+    b = kprobe_multi.KprobeMultiBackend(FakeObj(), lambda name: addrs[name])
+    res = b.attach([Fn(name) for name in names])
+    assert set(res.failed) == {names[a - 0x10000] for a in bad}
+    assert set(res.attached) == set(names) - set(res.failed)

@@ -1,0 +1,204 @@
+"""The compiled-program image and its on-disk cache (ipft_web/bpfobject.py, ipft_web/bpfcache.py).
+
+Unit tests build images by hand; the root tests compile the real program with BCC, store it,
+and trace from what a second process loads without compiling."""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+
+import pytest
+
+from ipft_web import bpfcache
+from ipft_web.bpfobject import FORMAT, Image, MapSpec, ProgImage, link, unlink
+from ipft_web.kernel import sysbpf
+
+from ipft_testlib import IN_GUEST, ipft_argv
+
+
+def ld_map(fd: int, dst: int = 1) -> bytes:
+    """ld_imm64 dst, map fd (two slots)."""
+    return (sysbpf.insn(sysbpf.BPF_LD_IMM64, dst, sysbpf.BPF_PSEUDO_MAP_FD, 0, fd)
+            + sysbpf.insn(0, 0, 0, 0, 0))
+
+
+def ld_imm64(value: int, dst: int = 1) -> bytes:
+    return sysbpf.insn(sysbpf.BPF_LD_IMM64, dst, 0, 0, value & 0xFFFFFFFF) + sysbpf.insn(0, 0, 0, 0, value >> 32)
+
+
+def sample_image() -> Image:
+    insns = ld_imm64(0x1234_5678_9abc) + ld_map(7) + sysbpf.RETURN_ZERO + ld_map(9, dst=2) + sysbpf.RETURN_ZERO
+    prog = unlink(insns, {7: "a", 9: "b"}, "p")
+    maps = {"a": MapSpec("a", sysbpf.BPF_MAP_TYPE_ARRAY, 4, 8, 1), "b": MapSpec("b", sysbpf.BPF_MAP_TYPE_RINGBUF, 0, 0, 4096)}
+    return Image(maps, {"p": prog}, "GPL")
+
+
+def test_unlink_and_link_round_trip():
+    img = sample_image()
+    prog = img.progs["p"]
+    assert prog.relocs == [(2, "a"), (6, "b")]
+    # the immediates are zeroed in the image, and a plain 64-bit constant is left alone
+    assert struct.unpack_from("<i", prog.insns, 2 * 8 + 4)[0] == 0
+    assert struct.unpack_from("<I", prog.insns, 4)[0] == 0x56789ABC
+    out = link(prog, {"a": 41, "b": 42})
+    assert struct.unpack_from("<i", out, 2 * 8 + 4)[0] == 41 and struct.unpack_from("<i", out, 6 * 8 + 4)[0] == 42
+    assert out[:16] == prog.insns[:16]
+
+
+def test_unlink_refuses_an_unknown_map_fd():
+    with pytest.raises(Exception, match="map fd 5"):
+        unlink(ld_map(5) + sysbpf.RETURN_ZERO, {7: "a"})
+
+
+def test_json_round_trip():
+    img = sample_image()
+    back = Image.from_json(json.loads(json.dumps(img.to_json())))
+    assert back.maps == img.maps and back.license == "GPL"
+    assert back.progs["p"].insns == img.progs["p"].insns and back.progs["p"].relocs == img.progs["p"].relocs
+
+
+def damaged(edit):
+    doc = json.loads(json.dumps(sample_image().to_json()))
+    edit(doc)
+    return doc
+
+
+@pytest.mark.parametrize("edit", [
+    lambda d: d.update(format=FORMAT + 1),
+    lambda d: d.update(maps="x"),
+    lambda d: d["maps"][0].update(name="a;b"),
+    lambda d: d["maps"][0].update(max_entries=-1),
+    lambda d: d["maps"][0].update(extra=1),
+    lambda d: d["maps"][0].update(key_size=True),
+    lambda d: d["progs"]["p"].update(insns="!!!"),
+    lambda d: d["progs"]["p"].update(insns="AAAA"),                        # 3 bytes
+    lambda d: d["progs"]["p"]["relocs"].append([0, "a"]),                  # not a map load
+    lambda d: d["progs"]["p"]["relocs"].append([2, "nosuchmap"]),
+    lambda d: d["progs"]["p"]["relocs"].append([10 ** 6, "a"]),
+    lambda d: d["progs"]["p"]["relocs"].append([-1, "a"]),
+    lambda d: d.update(license="GPL\n"),
+    lambda d: d.update(progs={"../x": {"insns": "", "relocs": []}}),
+])
+def test_json_damage_is_refused(edit):
+    with pytest.raises((ValueError, TypeError)):
+        Image.from_json(damaged(edit))
+
+
+def test_key_follows_what_is_compiled():
+    a = bpfcache.key("text", ["-DOFF=1"], "/h")
+    assert a == bpfcache.key("text", ["-DOFF=1"], "/h")
+    assert len({a, bpfcache.key("text2", ["-DOFF=1"], "/h"), bpfcache.key("text", ["-DOFF=2"], "/h"),
+                bpfcache.key("text", ["-DOFF=1"], "/other")}) == 4
+
+
+def test_store_and_load(tmp_path, monkeypatch):
+    monkeypatch.setenv("IPFT_CACHE_DIR", str(tmp_path / "c"))
+    img = sample_image()
+    path = bpfcache.save("k" * 64, img)
+    assert path and path.parent == tmp_path / "c"
+    assert oct((tmp_path / "c").stat().st_mode & 0o777) == "0o700"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    back = bpfcache.load("k" * 64)
+    assert back is not None and back.progs["p"].insns == img.progs["p"].insns
+    assert bpfcache.load("j" * 64) is None
+
+
+def test_off_means_off(tmp_path, monkeypatch):
+    for value in ("off", "", "0"):
+        monkeypatch.setenv("IPFT_CACHE_DIR", value)
+        assert bpfcache.save("k" * 64, sample_image()) is None and bpfcache.load("k" * 64) is None
+
+
+def test_a_file_renamed_to_another_key_is_ignored(tmp_path, monkeypatch):
+    monkeypatch.setenv("IPFT_CACHE_DIR", str(tmp_path))
+    path = bpfcache.save("a" * 64, sample_image())
+    os.rename(path, tmp_path / f"{'b' * 64}.json")
+    assert bpfcache.load("b" * 64) is None
+
+
+def test_a_damaged_file_is_ignored(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("IPFT_CACHE_DIR", str(tmp_path))
+    path = bpfcache.save("a" * 64, sample_image())
+    path.write_text("{not json")
+    assert bpfcache.load("a" * 64) is None
+    assert "ignoring cached program" in caplog.text
+
+
+def test_writable_by_others_is_not_trusted(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("IPFT_CACHE_DIR", str(tmp_path / "c"))
+    path = bpfcache.save("a" * 64, sample_image())
+    os.chmod(path, 0o622)
+    assert bpfcache.load("a" * 64) is None
+    os.chmod(path, 0o600)
+    os.chmod(tmp_path / "c", 0o777)
+    assert bpfcache.load("a" * 64) is None
+    assert bpfcache.save("b" * 64, sample_image()) is None
+    assert "writable by nobody else" in caplog.text
+    os.chmod(tmp_path / "c", 0o700)
+    assert bpfcache.load("a" * 64) is not None
+
+
+def test_a_symlink_is_not_followed(tmp_path, monkeypatch):
+    monkeypatch.setenv("IPFT_CACHE_DIR", str(tmp_path / "c"))
+    real = bpfcache.save("a" * 64, sample_image())
+    os.symlink(real, tmp_path / "c" / f"{'b' * 64}.json")
+    assert bpfcache.load("b" * 64) is None
+
+
+@pytest.mark.root
+def test_a_file_of_another_user_is_not_trusted(tmp_path, monkeypatch):
+    monkeypatch.setenv("IPFT_CACHE_DIR", str(tmp_path / "c"))
+    path = bpfcache.save("a" * 64, sample_image())
+    os.chown(path, 65534, 65534)
+    assert bpfcache.load("a" * 64) is None
+
+
+def test_old_images_are_pruned(tmp_path, monkeypatch):
+    monkeypatch.setenv("IPFT_CACHE_DIR", str(tmp_path))
+    for i in range(bpfcache.KEEP + 3):
+        p = bpfcache.save(f"{i:064d}", sample_image())
+        os.utime(p, (1000 + i, 1000 + i))
+    bpfcache.save("f" * 64, sample_image())
+    assert len(list(tmp_path.glob("*.json"))) == bpfcache.KEEP
+    assert bpfcache.load(f"{0:064d}") is None and bpfcache.load("f" * 64) is not None
+
+
+# -- with the kernel ----------------------------------------------------------------------------
+def run_ipft(cache, *args, timeout=900):
+    env = dict(os.environ, IPFT_CACHE_DIR=str(cache))
+    return subprocess.run(ipft_argv() + ["-m", "0x7e57", "--duration", "0.5", "-v", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.root
+def test_second_run_loads_the_program_without_compiling(tmp_path):
+    """First run: BCC compiles and the image is stored. Second run: loaded from the store, and the
+    probes attach from it (the program the kernel verifies is the one BCC made)."""
+    cache = tmp_path / "cache"
+    args = ["-b", "tracepoint"] if not IN_GUEST else []
+    first = run_ipft(cache, *args)
+    assert first.returncode == 0, first.stderr
+    assert "BPF program compiled" in first.stderr, first.stderr
+    assert len(list(cache.glob("*.json"))) == 1
+    second = run_ipft(cache, *args)
+    assert second.returncode == 0, second.stderr
+    assert "BPF program loaded from the cache" in second.stderr, second.stderr
+    assert "tracing " in second.stderr
+
+
+@pytest.mark.root
+def test_a_tampered_image_is_recompiled(tmp_path):
+    """An image whose relocation no longer points at a map load is refused, and the run compiles."""
+    cache = tmp_path / "cache"
+    args = ["-b", "tracepoint"] if not IN_GUEST else []
+    assert run_ipft(cache, *args).returncode == 0
+    (path,) = cache.glob("*.json")
+    doc = json.loads(path.read_text())
+    prog = next(iter(doc["progs"].values()))
+    prog["relocs"].append([0, prog["relocs"][0][1]])
+    path.write_text(json.dumps(doc))
+    again = run_ipft(cache, *args)
+    assert again.returncode == 0, again.stderr
+    assert "ignoring cached program" in again.stderr and "BPF program compiled" in again.stderr, again.stderr
