@@ -2,6 +2,7 @@
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -83,8 +84,18 @@ def test_debian_derivatives_use_apt(tmp_path):
 
 @pytest.mark.skipif(not IS_ROOT or shutil.which("setpriv") is None, reason="needs root and setpriv")
 def test_refuses_without_root(tmp_path):
-    r = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash", str(INSTALL), "--no-run",
-             "--venv", str(tmp_path / "venv")])
+    # a copy `nobody` can read: the checkout may sit in a directory only root can enter
+    public = Path(tempfile.mkdtemp(prefix="ipft-install-test-"))
+    try:
+        os.chmod(public, 0o755)
+        (public / "scripts").mkdir(mode=0o755)
+        script = public / "scripts" / "install.sh"
+        shutil.copy(INSTALL, script)
+        os.chmod(script, 0o755)
+        r = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash", str(script), "--no-run",
+                 "--venv", str(tmp_path / "venv")])
+    finally:
+        shutil.rmtree(public, ignore_errors=True)
     assert r.returncode == 1
     assert "install: error: run as root: sudo" in r.stderr
 
