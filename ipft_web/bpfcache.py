@@ -39,11 +39,32 @@ def directory() -> Path | None:
     return Path(value)
 
 
-def key(text: str, cflags: list[str], headers: str | None) -> str:
-    import bcc  # the compiler's version is part of what was compiled
+def bcc_version() -> str | None:
+    """BCC's version, read from its package without importing it (the import loads libbcc, LLVM
+    and all: a second or more under emulation, which a cache hit should not pay). None without BCC."""
+    import importlib.util
+    import re
 
+    try:
+        spec = importlib.util.find_spec("bcc")
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    for where in spec.submodule_search_locations or ():
+        try:
+            m = re.search(r"__version__\s*=\s*['\"]([^'\"]+)['\"]", Path(where, "version.py").read_text())
+        except OSError:
+            continue
+        if m:
+            return m.group(1)
+    import bcc
+    return getattr(bcc, "__version__", "unknown")
+
+
+def key(text: str, cflags: list[str], headers: str | None) -> str:
     uname = os.uname()
-    parts = [FORMAT, __version__, getattr(bcc, "__version__", "?"), uname.release, uname.version,
+    parts = [FORMAT, __version__, bcc_version() or "none", uname.release, uname.version,
              uname.machine, headers or "", text, list(cflags)]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

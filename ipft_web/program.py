@@ -154,7 +154,6 @@ def compile_program(spec: ProgramSpec):
 def image_for(spec: ProgramSpec, headers: str | None) -> tuple[Image, bool]:
     """The compiled image of `spec`: from the cache when this exact compile was done before
     (second value True), else compiled now with BCC and stored."""
-    import_bcc()
     digest = bpfcache.key(spec.text, spec.cflags, headers)
     image = bpfcache.load(digest)
     if image is not None:
