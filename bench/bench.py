@@ -6,6 +6,7 @@ Run as root, ideally inside a guest kernel (bench/run-guest.sh [VERSION] [args] 
     sudo .venv/bin/python bench/bench.py                 # every backend this kernel supports
     sudo .venv/bin/python bench/bench.py -b kprobe -r '^ip_'
     IPFT2=/path/to/ipft sudo -E .venv/bin/python bench/bench.py   # ipftrace2 side by side
+                                                                  # (bench/build-ipftrace2.sh builds one)
 
 Measured per backend, for all skb functions (or -r):
   start     time-to-tracing (kernel introspection + compile + attach), and its parts
@@ -118,20 +119,72 @@ def baseline(seconds: float) -> float:
         subprocess.run(["ip", "netns", "del", ns])
 
 
-def ipftrace2(path: str, regex: str | None, backend: str) -> dict:
-    """Time-to-tracing and detach of an ipftrace2 binary on the same functions."""
-    argv = [path, "-m", hex(MARK)] + (["-r", regex] if regex else []) + ["-b", backend]
+def flood_ping(ns: str, flood: int) -> float:
+    """Mark the namespace's echo requests and send `flood` of them as fast as they are answered;
+    returns the seconds it took."""
+    in_ns(ns, "iptables", "-t", "raw", "-A", "OUTPUT", "-p", "icmp", "--icmp-type", "echo-request",
+          "-j", "MARK", "--set-mark", hex(MARK), check=True)
+    ts = time.monotonic()
+    in_ns(ns, "ping", "-f", "-q", "-c", str(flood), "127.0.0.2", stdout=subprocess.DEVNULL,
+          stderr=subprocess.DEVNULL)
+    return time.monotonic() - ts
+
+
+IPFT2_BACKEND = {"fentry": "ftrace"}   # ipftrace2's name for it
+
+
+def ipftrace2(path: str, regex: str | None, backend: str, seconds: float, flood: int) -> dict:
+    """The same work for an ipftrace2 binary: time-to-tracing ("Trace ready!"), unmarked TCP
+    throughput while attached, the marked flood (its JSON output has one line per event; a ping's
+    echo request reaches icmp_rcv once, so icmp_rcv lines count the packets it saw), detach."""
+    import re
+    import tempfile
+    import threading
+
+    argv = [path, "-m", hex(MARK), "-b", IPFT2_BACKEND.get(backend, backend), "-o", "json"]
+    argv += ["-r", regex] if regex else []
+    row = {"backend": f"ipftrace2 {backend}", "sent": flood}
+    out = tempfile.TemporaryFile(mode="w+")
     t0 = time.monotonic()
-    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    ready = None
-    for line in p.stderr:  # ipftrace2 says "Trace ready!" on stderr once everything is attached
-        if "Trace ready" in line:
-            ready = time.monotonic() - t0
-            break
-    t1 = time.monotonic()
-    p.send_signal(signal.SIGINT)
-    p.wait(timeout=1800)
-    return {"backend": f"ipftrace2 {backend}", "start_s": ready, "stop_s": time.monotonic() - t1}
+    p = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, text=True)
+    ready = threading.Event()
+    said: list[str] = []
+
+    def read_stderr():
+        for line in p.stderr:     # universal newlines: its "\rAttaching ..." progress splits too
+            said.append(line)
+            if "Trace ready" in line:
+                row["start_s"] = time.monotonic() - t0
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=read_stderr, daemon=True).start()
+    ready.wait(timeout=3600)
+    progress = [m for line in said for m in re.findall(r"succeeded (\d+), failed (\d+)", line)]
+    if progress:
+        row["attached"], row["failed"] = int(progress[-1][0]), int(progress[-1][1])
+    if p.poll() is not None:
+        row["note"] = "exited: " + " / ".join(line.strip() for line in said[-3:])
+        return row
+    ns = netns_up()
+    try:
+        row["mbps_on"] = tcp_throughput(ns, seconds)
+        row["flood_s"] = flood_ping(ns, flood)
+        time.sleep(3)
+    finally:
+        t1 = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=3600)
+        row["stop_s"] = time.monotonic() - t1
+        subprocess.run(["ip", "netns", "del", ns])
+    out.seek(0)
+    events = icmp = 0
+    for line in out:
+        events += 1
+        icmp += '"function":"icmp_rcv"' in line
+    row.update(events=events, journeys=icmp, events_per_s=events / row["flood_s"] if row.get("flood_s") else 0,
+               lost="not counted")
+    return row
 
 
 def cli_start(regex: str | None, backend: str, cache: str) -> dict:
@@ -171,14 +224,19 @@ def main() -> int:
     print(f"kernel {os.uname().release}; {len(kernel.skb_functions())} skb functions; backends {backends}")
     base = baseline(args.seconds)
     print(f"baseline TCP over loopback, no tracer: {base:.1f} MB/s")
-    rows = [run_backend(b, args.regex, args.seconds, args.flood) for b in backends]
+    rows = []
+    for b in backends:
+        rows.append(run_backend(b, args.regex, args.seconds, args.flood))
+        print("done:", {k: v for k, v in rows[-1].items() if k != "refused"}, flush=True)
     cache = tempfile.mkdtemp(prefix="ipft-bench-cache-")
     for _ in ("cold", "warm"):   # a fresh cache: the first run compiles, the second loads
         rows.append(cli_start(args.regex, backends[0], cache))
+        print("done:", {k: v for k, v in rows[-1].items() if k != "refused"}, flush=True)
     if os.environ.get("IPFT2"):
-        for b in ("kprobe", "kprobe-multi" if "kprobe-multi" in backends else None):
-            if b:
-                rows.append(ipftrace2(os.environ["IPFT2"], args.regex, b))
+        for b in backends:
+            if b != "tracepoint":   # ipftrace2 has no tracepoint backend
+                rows.append(ipftrace2(os.environ["IPFT2"], args.regex, b, args.seconds, args.flood))
+                print("done:", {k: v for k, v in rows[-1].items() if k != "refused"}, flush=True)
     cols = ["backend", "attached", "failed", "kernel_s", "compile_s", "attach_s", "attach_load_s", "attach_link_s",
             "attach_tp_s", "start_s", "stop_s", "detach_s",
             "events_per_s", "sent", "journeys", "lost", "overhead"]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/bench.py inside a Debian guest kernel (virtme-ng, no KVM: emulated, so compare ratios).
-#   bench/run-guest.sh [KERNEL_VERSION] [bench.py args...]
+#   [IPFT2=/path/to/ipftrace2] bench/run-guest.sh [KERNEL_VERSION] [bench.py args...]
 # KERNEL_VERSION defaults to the newest installed 6.12 (scripts/setup.sh installs it); the table is
 # printed here and kept in artifacts/bench/<version>.txt.
 set -euo pipefail
@@ -14,6 +14,8 @@ fi
 OUT="$REPO/artifacts/bench"
 mkdir -p "$OUT"
 inner=$(printf '%q ' "$REPO/.venv/bin/python" "$REPO/bench/bench.py" "$@")
+# ipftrace2 side by side when IPFT2 names a binary (the guest shares this file system)
+[ -n "${IPFT2:-}" ] && inner="IPFT2=$(printf '%q' "$(readlink -f "$IPFT2")") $inner"
 cmd="REPO=$(printf '%q' "$REPO"); . \"\$REPO/tests/guest/prepare.sh\"; cd \"\$REPO\"; $inner > $(printf '%q' "$OUT/$KVER.txt") 2>&1"
 PATH="$REPO/.venv/bin:$PATH" vng --disable-kvm -r "/boot/vmlinuz-$KVER" -m 3G --cpus 2 --rwdir="$OUT" \
     --exec "$cmd" < /dev/null > "$OUT/$KVER.console.log" 2>&1 || true
