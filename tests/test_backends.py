@@ -124,3 +124,35 @@ def test_kprobe_multi_bisection_attaches_all_but_the_bad(monkeypatch, n):
     res = b.attach([Fn(name) for name in names])
     assert set(res.failed) == {names[a - 0x10000] for a in bad}
     assert set(res.attached) == set(names) - set(res.failed)
+
+
+def test_fentry_loads_one_program_per_function_and_counts_refusals(monkeypatch):
+    from ipft_web.backends import fentry
+
+    loaded, closed = [], []
+
+    class Obj:
+        def insns(self, name):
+            return name.encode().ljust(8, b"\0")
+
+    def prog_load(prog_type, insns, expected_attach_type, attach_btf_id, attach_btf_obj_fd, name):
+        if attach_btf_id == 666:
+            raise BPFError(22, "EINVAL: the verifier says no (test)")
+        loaded.append((insns.rstrip(b"\0").decode(), attach_btf_id))
+        return 1000 + attach_btf_id
+
+    monkeypatch.setattr(fentry, "prog_load", prog_load)
+    monkeypatch.setattr(fentry, "link_create_tracing", lambda fd, attach_type: fd + 1)
+    monkeypatch.setattr(fentry, "close_many", lambda fds: closed.extend(fds))
+    ids = {"ip_rcv": (11, 0), "tcp_v4_rcv": (12, 0), "refused_fn": (666, 0), "kfree_skbmem": (13, 0)}
+    b = fentry.FentryBackend(Obj(), ids.get)
+    fns = [Fn("ip_rcv"), Fn("tcp_v4_rcv", pos=2), Fn("refused_fn"), Fn("kfree_skbmem"), Fn("no_btf"),
+           Fn("far", pos=7), Fn("in_mod", module="veth")]
+    res = b.attach(fns)
+    assert res.attached == ["ip_rcv", "tcp_v4_rcv", "kfree_skbmem"]
+    assert set(res.failed) == {"refused_fn", "no_btf", "far", "in_mod"}
+    assert "verifier says no" in res.failed["refused_fn"] and "vmlinux only" in res.failed["in_mod"]
+    assert sorted(loaded) == [("fentry_free", 13), ("fentry_skb_1", 11), ("fentry_skb_2", 12)]
+    assert sorted(b.fds) == [1011, 1012, 1012, 1013, 1013, 1014]   # a link and a program per function
+    b.detach()
+    assert sorted(closed) == [1011, 1012, 1012, 1013, 1013, 1014] and b.fds == []

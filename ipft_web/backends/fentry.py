@@ -7,12 +7,14 @@ unsupported return types): those are counted, never fatal.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 from ..kernel.sysbpf import BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY, BPFError, link_create_tracing, prog_load
 from . import AttachResult, close_many
 from .kprobe import FREE_FUNC
 
 MAX_POS = 6
+LOAD_THREADS = int(os.environ.get("IPFT_FENTRY_THREADS", str(min(4, os.cpu_count() or 1))))
 
 
 class FentryBackend:
@@ -28,8 +30,8 @@ class FentryBackend:
     def attach(self, functions, progress=None) -> AttachResult:
         result = AttachResult()
         insns = {}
-        total = len(functions)
-        for i, fn in enumerate(functions, 1):
+        jobs = []
+        for fn in functions:
             prog = "fentry_free" if fn.name == FREE_FUNC else f"fentry_skb_{fn.pos}"
             if fn.pos > MAX_POS:
                 result.failed[fn.name] = f"skb is argument {fn.pos}; fentry entries go up to {MAX_POS}"
@@ -41,19 +43,32 @@ class FentryBackend:
                 continue
             if prog not in insns:
                 insns[prog] = self.obj.insns(prog)
+            jobs.append((fn.name, prog, target))
+
+        def one(job):
+            name, prog, target = job
             prog_fd = -1
             try:
                 prog_fd = prog_load(BPF_PROG_TYPE_TRACING, insns[prog], expected_attach_type=BPF_TRACE_FENTRY,
                                     attach_btf_id=target[0], attach_btf_obj_fd=target[1], name=prog[:15])
-                link = link_create_tracing(prog_fd, BPF_TRACE_FENTRY)
-                self.fds.extend((link, prog_fd))
-                result.attached.append(fn.name)
+                return name, (link_create_tracing(prog_fd, BPF_TRACE_FENTRY), prog_fd), None
             except BPFError as exc:
                 if prog_fd >= 0:
                     os.close(prog_fd)
-                result.failed[fn.name] = str(exc).splitlines()[0]
-            if progress and (i % 25 == 0 or i == total):
-                progress("attaching", i, total)
+                return name, (), str(exc).splitlines()[0]
+
+        total = len(jobs)
+        # The verifier runs in the loading thread and each function has its own trampoline, so
+        # loads proceed in parallel (the code patching itself is serialised by the kernel).
+        with ThreadPoolExecutor(max_workers=max(1, min(LOAD_THREADS, total))) as pool:
+            for i, (name, fds, err) in enumerate(pool.map(one, jobs), 1):
+                if err is None:
+                    self.fds.extend(fds)
+                    result.attached.append(name)
+                else:
+                    result.failed[name] = err
+                if progress and (i % 25 == 0 or i == total):
+                    progress("attaching", i, total)
         return result
 
     def detach(self) -> None:
