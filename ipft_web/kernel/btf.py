@@ -385,9 +385,23 @@ def _btf_section(data: bytes, origin: str) -> bytes:
     return section.data()
 
 
+_RUNNING: dict[str, Btf] = {}   # /sys/kernel/btf/* blobs: the running kernel's, fixed until reboot
+
+
 def read_btf(path: str | os.PathLike, base: Btf | None = None, module: str | None = None) -> Btf:
-    """A BTF blob from a raw BTF file or the .BTF section of an ELF file (vmlinux, *.ko)."""
+    """A BTF blob from a raw BTF file or the .BTF section of an ELF file (vmlinux, *.ko).
+
+    The running kernel's base BTF (/sys/kernel/btf/vmlinux) is parsed once per process: the
+    feature probes and the kernel view both need it."""
     origin = str(path)
+    if base is None and origin == f"{SYS_BTF}/vmlinux":
+        if origin not in _RUNNING:
+            _RUNNING[origin] = _read_btf(path, None, module, origin)
+        return _RUNNING[origin]
+    return _read_btf(path, base, module, origin)
+
+
+def _read_btf(path, base, module, origin) -> Btf:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:

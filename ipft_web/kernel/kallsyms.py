@@ -30,19 +30,19 @@ class Kallsyms:
     def __init__(self, text: str = ""):
         entries = _ENTRY.findall(text)          # [(hex address, name, module or "")]
         self._entries = entries
-        names = [e[1] for e in entries]
-        self._first_hex: dict[str, str] = {}
-        for name, hexaddr in zip(reversed(names), reversed([e[0] for e in entries])):
-            self._first_hex[name] = hexaddr     # reversed: the first listed wins
-        self._total = len(names)
-        self._dups: set[str] = set()
-        if len(self._first_hex) != len(names):
-            seen: set[str] = set()
-            self._dups = {n for n in names if n in seen or seen.add(n)}
-        self._modules: dict[str, str] = {}
-        for _a, name, mod in entries:
+        first: dict[str, str] = {}
+        dups: set[str] = set()
+        modules: dict[str, str] = {}
+        for hexaddr, name, mod in reversed(entries):   # reversed: the first listed wins
+            if name in first:
+                dups.add(name)
+            first[name] = hexaddr
             if mod:
-                self._modules.setdefault(name, mod)
+                modules[name] = mod
+        self._first_hex = first
+        self._dups = dups
+        self._modules = modules
+        self._total = len(entries)
         self._sorted: list[int] | None = None
         self._sorted_names: list[str] = []
         self._dup_addrs: dict[str, list[int]] | None = None
