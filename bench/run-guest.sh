@@ -11,6 +11,8 @@ if [ -z "$KVER" ]; then
     KVER=$(printf '%s\n' /boot/vmlinuz-6.12.*+deb12-amd64 | sed 's|^/boot/vmlinuz-||' | sort -V | tail -n 1)
 fi
 [ -e "/boot/vmlinuz-$KVER" ] || { echo "run-guest.sh: no /boot/vmlinuz-$KVER (scripts/setup.sh)" >&2; exit 2; }
+# the guest sees this tree read-only: compile it here, not in every process there
+"$REPO/.venv/bin/python" -m compileall -q "$REPO/ipft_web" "$REPO/bench" > /dev/null || true
 OUT="$REPO/artifacts/bench"
 mkdir -p "$OUT"
 inner=$(printf '%q ' "$REPO/.venv/bin/python" "$REPO/bench/bench.py" "$@")

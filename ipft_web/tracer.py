@@ -148,6 +148,10 @@ class Tracer:
 
         self.state = "attaching"
         for i, (backend, functions, slots) in enumerate(plans):
+            if i and not kernel.backend_works(backend):   # -b auto, a later candidate: probe it now
+                if i == len(plans) - 1:
+                    raise EnvError(f"no backend attached; {backend} does not work here ({kernel.why_not(backend)})")
+                continue
             try:
                 self._attach(kernel, backend, functions, slots)
                 break
@@ -226,12 +230,20 @@ class Tracer:
 
     def _candidates(self, kernel) -> list[str]:
         from .backends import IMPLEMENTED
-        usable = [b for b in kernel.backends() if b in IMPLEMENTED]
         want = self.config.backend
         if want == "auto":
+            # Probed in order, and only until one works: each probe attaches something (a fentry
+            # trampoline costs seconds under emulation), and the first that works is the one used.
+            # Those after it stay candidates for the fallback; they are probed if it comes to that.
+            usable = []
+            for b in AUTO_ORDER:
+                if b in IMPLEMENTED and kernel.backend_works(b):
+                    usable = [x for x in AUTO_ORDER[AUTO_ORDER.index(b):] if x in IMPLEMENTED]
+                    break
             if not usable:
                 raise EnvError("this kernel allows neither kprobes nor raw tracepoints for BPF")
-            return [b for b in AUTO_ORDER if b in usable]
+            return usable
+        usable = [b for b in kernel.backends() if b in IMPLEMENTED]
         if want not in IMPLEMENTED:
             raise UsageError(f"backend {want} is not available yet; use one of {', '.join(IMPLEMENTED)}")
         if want not in usable:

@@ -98,6 +98,7 @@ def test_auto_falls_back_when_a_backend_refuses_everything(netns, monkeypatch):
             Refusing.detached = True
 
     monkeypatch.setattr(KernelView, "backends", lambda self: ["kprobe-multi", "tracepoint"])
+    monkeypatch.setattr(KernelView, "backend_works", lambda self, b: b in ("kprobe-multi", "tracepoint"))
     monkeypatch.setattr(backends, "make", lambda name, bpf, kernel: Refusing())
     ns = netns("fallback")
     ns.iptables("-t", "raw", "-A", "OUTPUT", "-p", "icmp", "-j", "MARK", "--set-mark", hex(MARK))

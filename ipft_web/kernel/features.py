@@ -285,6 +285,12 @@ def available_backends() -> list[str]:
     return [name for name in BACKENDS if _BACKEND_PROBES[name]()[0]]
 
 
+def backend_works(name: str) -> bool:
+    """One backend's probe alone (each probe attaches something small, so ask only what is needed)."""
+    probe = _BACKEND_PROBES.get(name)
+    return bool(probe and probe()[0])
+
+
 def probe_all() -> dict[str, dict]:
     """Every answer: {"kprobe": {"ok": False, "why": "kprobe PMU missing ..."}, ...}.
 

@@ -121,6 +121,10 @@ class KernelView:
         from . import features
         return features.available_backends()
 
+    def backend_works(self, backend: str) -> bool:
+        from . import features
+        return features.backend_works(backend)
+
     def why_not(self, backend: str) -> str:
         info = self.features().get(backend.replace("-", "_"), {}) or self.features().get(backend, {})
         return info.get("why") or "not supported"
