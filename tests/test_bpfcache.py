@@ -175,13 +175,22 @@ def run_ipft(cache, *args, timeout=900):
 @pytest.mark.root
 def test_second_run_loads_the_program_without_compiling(tmp_path):
     """First run: BCC compiles and the image is stored. Second run: loaded from the store, and the
-    probes attach from it (the program the kernel verifies is the one BCC made)."""
-    cache = tmp_path / "cache"
-    args = ["-b", "tracepoint"] if not IN_GUEST else []
-    first = run_ipft(cache, *args)
-    assert first.returncode == 0, first.stderr
-    assert "BPF program compiled" in first.stderr, first.stderr
-    assert len(list(cache.glob("*.json"))) == 1
+    probes attach from it (the program the kernel verifies is the one BCC made).
+
+    In a guest a compile takes minutes: there the run's shared cache (tests/conftest.py) is used,
+    which earlier tests have most likely filled, and only the second run is checked."""
+    if IN_GUEST:
+        cache = os.environ["IPFT_CACHE_DIR"]
+        args = ["-r", "^(ip_rcv|icmp_rcv)$"]   # what is attached does not matter here: be quick
+        first = run_ipft(cache, *args)
+        assert first.returncode == 0, first.stderr
+    else:
+        cache = tmp_path / "cache"
+        args = ["-b", "tracepoint"]
+        first = run_ipft(cache, *args)
+        assert first.returncode == 0, first.stderr
+        assert "BPF program compiled" in first.stderr, first.stderr
+        assert len(list(cache.glob("*.json"))) == 1
     second = run_ipft(cache, *args)
     assert second.returncode == 0, second.stderr
     assert "BPF program loaded from the cache" in second.stderr, second.stderr
@@ -189,10 +198,11 @@ def test_second_run_loads_the_program_without_compiling(tmp_path):
 
 
 @pytest.mark.root
+@pytest.mark.skipif(IN_GUEST, reason="two compiles: minutes under emulation; the check is the same on any kernel")
 def test_a_tampered_image_is_recompiled(tmp_path):
     """An image whose relocation no longer points at a map load is refused, and the run compiles."""
     cache = tmp_path / "cache"
-    args = ["-b", "tracepoint"] if not IN_GUEST else []
+    args = ["-b", "tracepoint"]
     assert run_ipft(cache, *args).returncode == 0
     (path,) = cache.glob("*.json")
     doc = json.loads(path.read_text())

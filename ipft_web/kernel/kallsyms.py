@@ -172,6 +172,8 @@ def read_available_filter_functions(dirs: tuple[str, ...] = TRACING_DIRS) -> tup
         if text is None:
             whys.append(why)
             continue
+        if not _ADDR_PREFIX.search(text):   # the usual "name" / "name [module]": one cheap pass
+            return {line.partition(" ")[0] for line in text.split("\n") if line}, why
         names = set()
         for line in text.splitlines():
             parts = line.split()
@@ -181,6 +183,9 @@ def read_available_filter_functions(dirs: tuple[str, ...] = TRACING_DIRS) -> tup
             names.add(name)
         return names, why
     return None, "; ".join(whys)
+
+
+_ADDR_PREFIX = re.compile(r"^(?:0x)?[0-9a-fA-F]{8,}\s", re.M)
 
 
 def _is_hex(s: str) -> bool:
