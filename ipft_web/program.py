@@ -196,7 +196,6 @@ class Compiled:
         self.header_note = header_note
         self.seconds = seconds
         self.cached = cached
-        self.with_fields = "-DIPFT_FIELDS=1" in spec.cflags
         self.sink = None
         self.in_use = False
         self.reader = RingReader(obj.map_fds["ipft_events"], RINGBUF_PAGES * mmap.PAGESIZE)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import time
 
-from ..kernel.sysbpf import (BPF_PROG_TYPE_KPROBE, BPF_TRACE_KPROBE_MULTI, BPFError,
-                             link_create_kprobe_multi, link_create_kprobe_multi_addrs)
+from ..kernel.kprobe_multi import attach_kprobe_multi
+from ..kernel.sysbpf import BPF_PROG_TYPE_KPROBE, BPF_TRACE_KPROBE_MULTI, BPFError, link_create_kprobe_multi_addrs
 from . import AttachResult, close_many
 from .kprobe import FREE_FUNC
 
@@ -39,7 +39,7 @@ class KprobeMultiBackend:
         try:
             cookies = [c for _n, _a, c in items]
             if items[0][1] is None:
-                self.links.append(link_create_kprobe_multi(prog_fd, [n for n, _a, _c in items], cookies))
+                self.links.append(attach_kprobe_multi(prog_fd, [n for n, _a, _c in items], cookies))
             else:
                 self.links.append(link_create_kprobe_multi_addrs(prog_fd, [a for _n, a, _c in items], cookies))
             result.attached.extend(dict.fromkeys(n for n, _a, _c in items))
@@ -55,8 +55,10 @@ class KprobeMultiBackend:
         """One program (one verification), one link for every function."""
         result = AttachResult()
         cookie: dict[str, int] = {}
+        duplicate: dict[str, bool] = {}
         for fn in functions:
             cookie[fn.name] = fn.pos | (FREE if fn.name == FREE_FUNC else 0)
+            duplicate[fn.name] = bool(getattr(fn, "duplicate", False))
         names = sorted(cookie)
         addrs = {n: self.addresses(n) for n in names}
         by_addr = bool(names) and all(addrs.values())
@@ -64,7 +66,7 @@ class KprobeMultiBackend:
         for n in names:
             if by_addr:
                 items.extend((n, a, cookie[n]) for a in addrs[n])
-            elif len(addrs[n]) > 1 or getattr(fn_of(functions, n), "duplicate", False):
+            elif len(addrs[n]) > 1 or duplicate[n]:
                 result.failed[n] = "name appears more than once in kallsyms, and addresses are hidden"
             else:
                 items.append((n, None, cookie[n]))
@@ -83,6 +85,3 @@ class KprobeMultiBackend:
         close_many(self.links)
         self.links.clear()
 
-
-def fn_of(functions, name):
-    return next((f for f in functions if f.name == name), None)

@@ -1,15 +1,15 @@
 """Attach one BPF program to many functions with a single kprobe-multi link (5.18+, CONFIG_FPROBE).
 
-Use with BCC (Debian's 0.26 `load_func` passes `attach_type` through to the kernel as
-expected_attach_type):
+The program must be loaded with expected_attach_type BPF_TRACE_KPROBE_MULTI:
 
-    fn = bpf.load_func("probe", BPF.KPROBE, attach_type=BPF_TRACE_KPROBE_MULTI)
-    link = attach_kprobe_multi(fn.fd, ["ip_rcv", "ip_output"], cookies=[1, 2])
+    prog = obj.prog_fd("probe", BPF_PROG_TYPE_KPROBE, BPF_TRACE_KPROBE_MULTI)   # bpfobject.BPFObject
+    link = attach_kprobe_multi(prog, ["ip_rcv", "ip_output"], cookies=[1, 2])
     ...
     os.close(link)          # detaches every function of the link at once
 
 The program sees a `struct pt_regs *` context like a kprobe; `bpf_get_attach_cookie(ctx)` gives
-the cookie of the function that fired and `bpf_get_func_ip(ctx)` its address.
+the cookie of the function that fired and `bpf_get_func_ip(ctx)` its address. The backend links
+by address (sysbpf.link_create_kprobe_multi_addrs) and by name only when addresses are hidden.
 
 Errors (`sysbpf.BPFError`, an OSError):
     ESRCH       a symbol is not traceable (not in available_filter_functions: inlined, notrace,
