@@ -85,6 +85,9 @@ struct ipft_event {
 
 BPF_ARRAY(ipft_config, struct ipft_config, 1);
 BPF_TABLE("lru_hash", u64, u64, ipft_tracked, 65536);
+/* At least the number of skbs in ipft_tracked (LRU evictions only leave it higher): while it is 0,
+ * an unmarked skb is not looked up at all, which is every hit of unmarked traffic. */
+BPF_ARRAY(ipft_ntracked, u64, 1);
 BPF_PERCPU_ARRAY(ipft_lost, u64, 1);
 BPF_RINGBUF_OUTPUT(ipft_events, IPFT_RINGBUF_PAGES);
 BPF_ARRAY(ipft_fields, struct ipft_field, IPFT_MAX_FIELDS);
@@ -216,16 +219,24 @@ static __always_inline int ipft_hit(void *ctx, void *skb, u64 addr, u8 kind,
     if (!cfg)
         return 0;
     bpf_probe_read_kernel(&mark, sizeof(mark), skb + OFF_SKB_MARK);
+    u64 *ntracked = ipft_ntracked.lookup(&zero);
+    if (!ntracked)
+        return 0;
     if ((mark & cfg->mask) != cfg->mark) {
         /* Not (or no longer) marked: follow it only if it was marked before. */
-        if (!ipft_tracked.lookup(&key))
+        if (*ntracked == 0 || !ipft_tracked.lookup(&key))
             return 0;
     } else if (kind != KIND_FREE && kind != KIND_DROP && kind != KIND_CONSUME) {
         u64 one = 1;
-        ipft_tracked.update(&key, &one);
+        /* counted before it is added, uncounted after it is gone: never below the real number */
+        __sync_fetch_and_add(ntracked, 1);
+        if (ipft_tracked.insert(&key, &one) != 0)      /* already followed */
+            __sync_fetch_and_add(ntracked, -1);
     }
-    if (kind == KIND_FREE || kind == KIND_DROP || kind == KIND_CONSUME)
-        ipft_tracked.delete(&key);
+    if (kind == KIND_FREE || kind == KIND_DROP || kind == KIND_CONSUME) {
+        if (ipft_tracked.delete(&key) == 0)
+            __sync_fetch_and_add(ntracked, -1);
+    }
 
     struct ipft_event e = {};
     e.skb = key;

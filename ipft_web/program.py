@@ -214,6 +214,7 @@ class Compiled:
         self.reader.consume(self._dispatch)
         self.sink = None
         self.obj.map("ipft_tracked").clear()
+        self.obj.map("ipft_ntracked").update(ZERO_KEY, struct.pack("<Q", 0))
         self.in_use = False
 
 
