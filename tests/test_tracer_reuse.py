@@ -164,3 +164,35 @@ def test_a_duplicated_name_is_traced_at_each_address():
                 assert len(t.backend.fds) == len(kernel.addresses(dup.name)) + others
         finally:
             t.stop()
+
+
+def test_followed_skb_count_never_below_the_followed_skbs(netns):
+    """ipft_ntracked (bpf/ipft.bpf.c) lets unmarked traffic skip the hash lookup while it is 0, so
+    it must never be below the number of skbs in ipft_tracked; and a session leaves both at 0."""
+    import struct
+
+    from ipft_web.kernel import sysbpf
+    ns = netns("ntracked")
+    ns.iptables("-t", "raw", "-A", "OUTPUT", "-p", "icmp", "-j", "MARK", "--set-mark", hex(MARK))
+    out = []
+    t = Tracer(TraceConfig(mark=MARK, regex=r"^(ip_rcv|icmp_rcv|net:netif_receive_skb)$", idle_timeout=0.5),
+               out.append)
+    t.start()
+    obj = t.program.obj
+    zero = struct.pack("<I", 0)
+
+    def state():
+        count = struct.unpack("<Q", obj.map("ipft_ntracked").lookup(zero))[0]
+        return count, len(sysbpf.map_keys(obj.map_fds["ipft_tracked"], 8))
+
+    try:
+        ns.ping("127.0.0.1", count=3)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any((j["tuple"] or {}).get("icmp_type") == 8 for j in out):
+            t.poll(100)
+            count, keys = state()
+            assert count >= keys, (count, keys)
+        assert any((j["tuple"] or {}).get("icmp_type") == 8 for j in out), out
+    finally:
+        t.stop()
+    assert state() == (0, 0)
