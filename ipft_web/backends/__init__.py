@@ -18,6 +18,21 @@ class AttachResult:
     failed: dict = field(default_factory=dict)            # name -> reason
 
 
+def attach_each(one, items, threads: int, result: AttachResult, fds: list, progress=None, every: int = 1) -> None:
+    """Run `one(item) -> (name, fds, error or None)` over a pool of `threads` (results in item
+    order); what attached goes to `fds` and result.attached, the rest to result.failed."""
+    total = len(items)
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, total))) as pool:
+        for i, (name, got, err) in enumerate(pool.map(one, items), 1):
+            if err is None:
+                fds.extend(got)
+                result.attached.append(name)
+            else:
+                result.failed[name] = err
+            if progress and (i % every == 0 or i == total):
+                progress("attaching", i, total)
+
+
 DETACH_THREADS = int(os.environ.get("IPFT_DETACH_THREADS", "64"))
 
 

@@ -7,10 +7,9 @@ unsupported return types): those are counted, never fatal.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 from ..kernel.sysbpf import BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY, BPFError, link_create_tracing, prog_load
-from . import AttachResult, close_many
+from . import AttachResult, attach_each, close_many
 from .kprobe import FREE_FUNC
 
 MAX_POS = 6
@@ -57,18 +56,9 @@ class FentryBackend:
                     os.close(prog_fd)
                 return name, (), str(exc).splitlines()[0]
 
-        total = len(jobs)
         # The verifier runs in the loading thread and each function has its own trampoline, so
         # loads proceed in parallel (the code patching itself is serialised by the kernel).
-        with ThreadPoolExecutor(max_workers=max(1, min(LOAD_THREADS, total))) as pool:
-            for i, (name, fds, err) in enumerate(pool.map(one, jobs), 1):
-                if err is None:
-                    self.fds.extend(fds)
-                    result.attached.append(name)
-                else:
-                    result.failed[name] = err
-                if progress and (i % 25 == 0 or i == total):
-                    progress("attaching", i, total)
+        attach_each(one, jobs, LOAD_THREADS, result, self.fds, progress, every=25)
         return result
 
     def detach(self) -> None:

@@ -10,11 +10,10 @@ A name kallsyms lists twice (two static functions called alike) gets a kprobe at
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 from ..kernel.sysbpf import (BPF_PROG_TYPE_KPROBE, BPFError, perf_attach_bpf, perf_kprobe_open,
                              perf_kprobe_open_addr)
-from . import AttachResult, close_many
+from . import AttachResult, attach_each, close_many
 
 MAX_POS = 5  # PT_REGS_PARM1..5 on x86-64
 FREE_FUNC = "kfree_skbmem"
@@ -56,16 +55,7 @@ class KprobeBackend:
                 close_many(fds)
                 return fn.name, [], str(exc).splitlines()[0]
 
-        total = len(functions)
-        with ThreadPoolExecutor(max_workers=ATTACH_THREADS) as pool:
-            for i, (name, fds, err) in enumerate(pool.map(one, functions), 1):
-                if err is None:
-                    self.fds.extend(fds)
-                    result.attached.append(name)
-                else:
-                    result.failed[name] = err
-                if progress and (i % 50 == 0 or i == total):
-                    progress("attaching", i, total)
+        attach_each(one, functions, ATTACH_THREADS, result, self.fds, progress, every=50)
         return result
 
     def detach(self) -> None:
