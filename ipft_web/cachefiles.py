@@ -1,0 +1,125 @@
+"""Files ipft keeps between runs (compiled programs, the kernel view of this boot), and when to trust them.
+
+root loads what these files say into the kernel, so a file counts only when nobody else could have
+written it: the directory and the file belong to the user running ipft and are writable by nobody
+else, the file is not a symlink, and it parses as exactly one JSON object. Anything else is ignored
+(with a warning) and the work done again, as if there were no cache.
+
+IPFT_CACHE_DIR chooses the directory (default /var/cache/ipft-web/programs; the kernel views go in
+its kernel/ subdirectory); IPFT_CACHE_DIR=off turns every cache off.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DIR = "/var/cache/ipft-web/programs"
+OFF = ("", "off", "0", "no", "none")
+
+
+def directory() -> Path | None:
+    value = os.environ.get("IPFT_CACHE_DIR", DEFAULT_DIR)
+    if value.strip().lower() in OFF:
+        return None
+    return Path(value)
+
+
+def trusted(st: os.stat_result) -> bool:
+    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def cache_dir(sub: str | None = None, create: bool = False) -> Path | None:
+    """The cache directory (or its subdirectory `sub`) if it can be trusted; None otherwise."""
+    where = directory()
+    if where is None:
+        return None
+    dirs = [where] + ([where / sub] if sub else [])
+    for d in dirs:
+        try:
+            if create:
+                d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            st = os.lstat(d)
+        except OSError:
+            return None
+        if not stat.S_ISDIR(st.st_mode) or not trusted(st):
+            log.warning("not using the cache %s: it must be a directory owned by uid %d and "
+                        "writable by nobody else", d, os.geteuid())
+            return None
+    return dirs[-1]
+
+
+def read_json(path: Path, max_size: int, what: str) -> dict | None:
+    """The JSON object in `path`, or None when absent or untrusted. ValueError when it is damaged."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or not trusted(st) or st.st_size > max_size:
+            log.warning("ignoring %s %s (owner, mode or size)", what, path)
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            doc = json.loads(f.read())
+    finally:
+        os.close(fd)
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    try:
+        os.utime(path)   # recently used: kept longest
+    except OSError:
+        pass
+    return doc
+
+
+def write_json(where: Path, name: str, doc: dict, what: str) -> Path | None:
+    """Store `doc` as where/name atomically; None (and a warning) when that fails."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=where, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(doc, f, separators=(",", ":"))
+            path = where / name
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    except (OSError, TypeError, ValueError) as exc:
+        log.warning("could not store the %s in %s: %s", what, where, exc)
+        return None
+    return path
+
+
+def prune(where: Path, keep: int, pattern: str = "*.json") -> None:
+    """Keep the `keep` most recently used files matching `pattern`."""
+    try:
+        files = sorted(where.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return
+    for old in files[keep:]:
+        try:
+            old.unlink()
+        except OSError:
+            pass
+
+
+def clear(where: Path | None, pattern: str = "*.json") -> int:
+    if where is None:
+        return 0
+    n = 0
+    for path in where.glob(pattern):
+        try:
+            path.unlink()
+            n += 1
+        except OSError:
+            pass
+    return n
