@@ -78,11 +78,12 @@ def offsets(typedb) -> dict[str, int]:
     return out
 
 
-def build_spec(typedb, tracepoints: list[Tracepoint], kfree_skb_args: dict | None = None,
+def build_spec(field_offsets: dict[str, int], tracepoints: list[Tracepoint], kfree_skb_args: dict | None = None,
                with_fields: bool = False) -> ProgramSpec:
-    """Source text + cflags for this kernel. `kfree_skb_args` = {"reason": idx, "location": idx}."""
+    """Source text + cflags for this kernel. `field_offsets`: offsets(typedb);
+    `kfree_skb_args` = {"reason": idx, "location": idx}."""
     src = (resources.path("bpf") / "ipft.bpf.c").read_text()
-    cflags = [f"-D{macro}={value}" for macro, value in offsets(typedb).items()]
+    cflags = [f"-D{macro}={int(value)}" for macro, value in field_offsets.items()]
     cflags.append(f"-DIPFT_RINGBUF_PAGES={RINGBUF_PAGES}")
     cflags.append("-w")  # clang warnings about kernel headers are noise on a user's terminal
     if with_fields:
@@ -231,7 +232,7 @@ def compiled(kernel, key=None, with_fields: bool = False) -> Compiled:
     with _compile_lock:
         prog = _compiled.get(key)
         if prog is None:
-            spec = build_spec(kernel.typedb, kernel.tracepoints, kernel.kfree_skb_args, with_fields)
+            spec = build_spec(kernel.offsets(), kernel.tracepoints, kernel.kfree_skb_args, with_fields)
             note = set_kernel_headers()
             if note:
                 log.info("%s", note)

@@ -43,8 +43,7 @@ class Kallsyms:
         self._dups = dups
         self._modules = modules
         self._total = len(entries)
-        self._sorted: list[int] | None = None
-        self._sorted_names: list[str] = []
+        self._table: SymbolTable | None = None
         self._dup_addrs: dict[str, list[int]] | None = None
         self.has_addresses = bool(entries and entries[0][0].strip("0"))
 
@@ -97,31 +96,55 @@ class Kallsyms:
         """Addresses sorted for symbolize() (stable: listing order among aliases)."""
         addrs = [int(e[0], 16) for e in self._entries] if self.has_addresses else []
         order = sorted(range(len(addrs)), key=addrs.__getitem__)
-        self._sorted = [addrs[i] for i in order]
-        self._sorted_names = [self._entries[i][1] for i in order]
+        self._table = SymbolTable([addrs[i] for i in order], [self._entries[i][1] for i in order])
+
+    def symbol_table(self) -> "SymbolTable":
+        if self._table is None:
+            self._build()
+        return self._table
+
+    def symbolize(self, addr: int) -> str | None:
+        return self.symbol_table().symbolize(addr)
+
+    def symbolize_offset(self, addr: int) -> str | None:
+        return self.symbol_table().symbolize_offset(addr)
+
+
+class SymbolTable:
+    """Text symbols sorted by address (ascending; aliases in listing order), for symbolizing."""
+
+    def __init__(self, addrs, names: list[str]):
+        if len(addrs) != len(names):
+            raise ValueError("symbol table: as many names as addresses")
+        self.addrs = addrs      # a list or array('Q') of ints
+        self.names = names
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def _index(self, addr: int) -> int | None:
+        if not addr or not self.names:
+            return None
+        i = bisect.bisect_right(self.addrs, addr) - 1
+        if i < 0:
+            return None
+        if i == len(self.names) - 1 and addr - self.addrs[i] > MAX_FUNC_SIZE:
+            return None
+        return i
 
     def symbolize(self, addr: int) -> str | None:
         """Name of the text symbol containing `addr` (the nearest one at or below it; of several
         names at one address, the last listed)."""
-        if self._sorted is None:
-            self._build()
-        if not addr or not self._sorted:
-            return None
-        i = bisect.bisect_right(self._sorted, addr) - 1
-        if i < 0:
-            return None
-        if i == len(self._sorted) - 1 and addr - self._sorted[i] > MAX_FUNC_SIZE:
-            return None
-        return self._sorted_names[i]
+        i = self._index(addr)
+        return None if i is None else self.names[i]
 
     def symbolize_offset(self, addr: int) -> str | None:
         """"name+0x1f" for an address inside a function."""
-        name = self.symbolize(addr)
-        if name is None:
+        i = self._index(addr)
+        if i is None:
             return None
-        i = bisect.bisect_right(self._sorted, addr) - 1
-        off = addr - self._sorted[i]
-        return f"{name}+0x{off:x}" if off else name
+        off = addr - self.addrs[i]
+        return f"{self.names[i]}+0x{off:x}" if off else self.names[i]
 
 
 def load(path: str = KALLSYMS) -> Kallsyms:

@@ -3,15 +3,24 @@
 Type info (BTF, or DWARF from --vmlinux), the skb function catalog, raw tracepoints with an skb,
 symbol addresses, drop reason names and which backends work. Loaded once per process and shared
 by the CLI, the tracer and the web server (the web server keeps it for the process lifetime).
+
+With BTF, what the tracer asks of the view is also kept for the rest of the boot
+(ipft_web/kernel/snapshot.py): a later process starts from that and reads type info only when a
+field script asks for it.
 """
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
 
+from ..errors import EnvError
 from ..program import Tracepoint
+from . import snapshot as snapshot_mod
 from .typedb import short_enum_name
+
+log = logging.getLogger(__name__)
 
 _cache: dict = {}
 
@@ -19,21 +28,66 @@ _cache: dict = {}
 # perf/BPF glue); probing them only doubles what the tracepoints already say.
 INFRA = re.compile(r"^(__bpf_trace_|perf_trace_|trace_event_raw_event_|__traceiter_|__probestub_|"
                    r"trace_raw_output_|__trace_)")
+EXTRA = ("kfree_skbmem",)   # traced whatever their arguments (the end of every skb)
 _lock = threading.Lock()
 
 
+def read_snapshot(typedb, syms, catalog, key: str = "") -> snapshot_mod.Snapshot:
+    """What the tracer asks of the kernel, read from type info, kallsyms and the catalog."""
+    from ..program import offsets as program_offsets
+
+    functions = sorted((f for f in catalog.traceable_skb_functions() if not INFRA.match(f.name)),
+                       key=lambda f: f.name)
+    names = {f.name for f in functions}
+    extra = {}
+    for name in EXTRA:
+        if name not in names:
+            entry = catalog.entry(name)
+            if entry is not None:
+                extra[name] = entry
+    try:
+        offsets, offsets_error = program_offsets(typedb), None
+    except EnvError as exc:
+        offsets, offsets_error = None, str(exc)
+    try:
+        enum = typedb.enum("skb_drop_reason")
+    except KeyError:
+        enum = {}
+    vmlinux = getattr(typedb, "vmlinux", None)   # BTF only: DWARF has no type ids for fentry
+    btf_ids, addresses = {}, {}
+    for f in [*functions, *extra.values()]:
+        if vmlinux is not None and not f.module:
+            ids = vmlinux.func_ids(f.name)
+            if ids:
+                btf_ids[f.name] = ids[0]
+        addrs = syms.addresses(f.name)
+        if addrs:
+            addresses[f.name] = addrs
+    tps = [Tracepoint(name=t.name, group=t.group, arg=t.arg) for t in catalog.skb_tracepoints()]
+    return snapshot_mod.Snapshot(
+        functions=functions, extra=extra, catalog_source=catalog.source, tracepoints=tps,
+        kfree_skb_args=catalog.kfree_skb_args(), offsets=offsets, offsets_error=offsets_error,
+        reasons={v: short_enum_name(k) for k, v in enum.items()}, btf_ids=btf_ids, addresses=addresses,
+        has_addresses=bool(getattr(syms, "has_addresses", False)), symbols=syms.symbol_table(), key=key)
+
+
 class KernelView:
-    def __init__(self, typedb, syms, catalog, features=None):
-        self.typedb = typedb
-        self.syms = syms
+    def __init__(self, snap: snapshot_mod.Snapshot, typedb=None, syms=None, catalog=None, features=None,
+                 vmlinux: str | None = None):
+        """`typedb`, `syms`: the type info and kallsyms the snapshot came from; read again on first
+        use when the snapshot was stored (None)."""
+        self.snap = snap
+        self._typedb = typedb
+        self._syms = syms
         self.catalog = catalog
+        self._vmlinux = vmlinux
         self._features = features
-        self._functions = None
-        self._by_name = None
-        tps = catalog.skb_tracepoints()
-        self.tracepoints = [Tracepoint(name=t.name, group=t.group, arg=t.arg) for t in tps]
-        self.kfree_skb_args = catalog.kfree_skb_args()
-        self._reasons = None
+        self._by_name = {f.name: f for f in snap.functions}
+        self.tracepoints = snap.tracepoints
+        self.kfree_skb_args = snap.kfree_skb_args
+        self.stored = typedb is None   # loaded from this boot's snapshot
+        self.load_seconds = 0.0
+        self._lazy = threading.Lock()
 
     @classmethod
     def cached(cls, vmlinux: str | None = None) -> "KernelView | None":
@@ -43,72 +97,103 @@ class KernelView:
 
     @classmethod
     def load(cls, vmlinux: str | None = None) -> "KernelView":
-        """Cached per process (per --vmlinux)."""
+        """Cached per process (per --vmlinux); with BTF, from this boot's snapshot when there is one."""
         with _lock:
             view = _cache.get(vmlinux)
             if view is None:
                 started = time.monotonic()
-                from . import catalog as catalog_mod
-                from . import kallsyms
-                if vmlinux:
-                    from .dwarf import load_dwarf
-                    typedb = load_dwarf(vmlinux)
+                digest = None if vmlinux else snapshot_mod.key()
+                snap = snapshot_mod.load(digest)
+                if snap is not None:
+                    log.info("kernel view loaded from this boot's cache (%s)", digest[:12])
+                    view = cls(snap)
                 else:
-                    from .btf import load_kernel_btf
-                    typedb = load_kernel_btf(modules=True)
-                syms = kallsyms.load()
-                view = cls(typedb, syms, catalog_mod.Catalog(typedb, syms))
+                    view = cls._read(vmlinux, digest)
                 view.load_seconds = time.monotonic() - started
                 _cache[vmlinux] = view
             return view
 
+    @classmethod
+    def _read(cls, vmlinux: str | None, digest: str | None) -> "KernelView":
+        """Read the kernel (and store what was read under `digest`, when there is one)."""
+        from . import catalog as catalog_mod
+        from . import kallsyms
+        if vmlinux:
+            from .dwarf import load_dwarf
+            typedb = load_dwarf(vmlinux)
+        else:
+            from .btf import load_kernel_btf
+            typedb = load_kernel_btf(modules=True)
+        syms = kallsyms.load()
+        catalog = catalog_mod.Catalog(typedb, syms)
+        view = cls(read_snapshot(typedb, syms, catalog, digest or ""), typedb, syms, catalog, vmlinux=vmlinux)
+        if digest:
+            snapshot_mod.save(view.snap)
+        return view
+
+    # -- what a stored view reads again on demand ----------------------------------------------
+    @property
+    def typedb(self):
+        """Type info (BTF of vmlinux and modules, or DWARF); a stored view reads it on first use."""
+        if self._typedb is None:
+            with self._lazy:
+                if self._typedb is None:
+                    from .btf import load_kernel_btf
+                    self._typedb = load_kernel_btf(modules=True)
+        return self._typedb
+
+    @property
+    def syms(self):
+        if self._syms is None:
+            with self._lazy:
+                if self._syms is None:
+                    from . import kallsyms
+                    self._syms = kallsyms.load()
+        return self._syms
+
     # -- functions -----------------------------------------------------------------------
     def skb_functions(self):
         """Traceable functions with a struct sk_buff * argument, sorted by name."""
-        if self._functions is None:
-            self._functions = sorted((f for f in self.catalog.traceable_skb_functions() if not INFRA.match(f.name)),
-                                     key=lambda f: f.name)
-            self._by_name = {f.name: f for f in self._functions}
-        return self._functions
+        return self.snap.functions
 
     def function(self, name: str):
         """Catalog entry for a traceable function (any signature for kfree_skbmem), or None."""
-        self.skb_functions()
-        entry = self._by_name.get(name)
-        if entry is None and name == "kfree_skbmem":
-            entry = self.catalog.entry(name)
-        return entry
+        return self._by_name.get(name) or self.snap.extra.get(name)
 
     @property
     def catalog_source(self) -> str:
-        return self.catalog.source
+        return self.snap.catalog_source
 
     def addresses(self, name: str) -> list[int]:
+        found = self.snap.addresses.get(name)
+        if found is not None:
+            return list(found)
+        if not self.snap.has_addresses or self.function(name) is not None:
+            return []
         return self.syms.addresses(name)
 
     def symbol(self, addr: int) -> str | None:
-        return self.syms.symbolize(addr)
+        return self.snap.symbols.symbolize(addr)
+
+    def offsets(self) -> dict[str, int]:
+        """Byte offsets of the fields the BPF program reads (program.FIELDS); EnvError if missing."""
+        if self.snap.offsets is None:
+            raise EnvError(self.snap.offsets_error or "kernel type info lacks fields the program reads")
+        return dict(self.snap.offsets)
 
     def btf_target(self, name: str):
         """(BTF type id of the function, BTF object fd) for fentry; None for module functions."""
         entry = self.function(name)
         if entry is None or entry.module:
             return None
-        vmlinux = getattr(self.typedb, "vmlinux", None)  # BTF only: DWARF has no type ids for fentry
-        ids = vmlinux.func_ids(name) if vmlinux is not None else []
-        return (ids[0], 0) if ids else None
+        found = self.snap.btf_ids.get(name)
+        return (found, 0) if found else None
 
     # -- drop reasons --------------------------------------------------------------------
     def drop_reason(self, value: int) -> str:
-        if self._reasons is None:
-            try:
-                enum = self.typedb.enum("skb_drop_reason")
-            except KeyError:
-                enum = {}
-            self._reasons = {v: short_enum_name(k) for k, v in enum.items()}
         if self.kfree_skb_args.get("reason") is None:
             return "NOT_SPECIFIED"  # kernels before 5.17 give no reason
-        return self._reasons.get(value, f"REASON_{value}")
+        return self.snap.reasons.get(value, f"REASON_{value}")
 
     # -- backends ------------------------------------------------------------------------
     def features(self) -> dict:

@@ -1,0 +1,251 @@
+"""What the tracer needs from the kernel view, kept on disk for the rest of this boot.
+
+Reading the kernel (BTF of vmlinux and every module, kallsyms, ftrace's function list, the skb
+catalog) is most of an `ipft` start: about 1 s on real hardware, 10 s and more under emulation.
+Its results only change when the kernel does: at a reboot, or when a module comes or goes. So the
+first run of a boot stores them, and later runs load them instead of reading the kernel again.
+
+The key holds the boot id, the loaded modules (name, size, address), which of the tracing lists
+were readable, kptr_restrict, the kernel build, and the stamp of the code that made the view.
+Anything else that changes them (a module reloaded at the same address with the same size) is
+not seen: `ipft --cleanup` or IPFT_CACHE_DIR=off starts from the kernel again.
+
+A snapshot holds: the traceable skb functions (name, module, skb position, duplicate, BTF id,
+addresses), the skb tracepoints, kfree_skb's argument slots, the struct offsets the BPF program
+is built with, the drop-reason names, and every text symbol sorted by address (for symbolizing).
+Type info itself is not kept: field scripts load BTF when they need it. Files live in
+<cache dir>/kernel/ under ipft_web/cachefiles.py's rules (owner, mode, no symlink, exact parse).
+"""
+from __future__ import annotations
+
+import array
+import base64
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__, cachefiles
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+SUBDIR = "kernel"
+KEEP = 4
+MAX_FILE = 64 << 20
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+MODULES = "/proc/modules"
+KPTR_RESTRICT = "/proc/sys/kernel/kptr_restrict"
+# Files whose readability changes what the catalog says (a tracefs or debugfs mounted later).
+READABLE = ("/sys/kernel/tracing/available_filter_functions",
+            "/sys/kernel/debug/tracing/available_filter_functions",
+            "/sys/kernel/debug/kprobes/blacklist",
+            "/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")
+# The code that makes a view: a change to any of these makes earlier snapshots stale.
+CODE = ("kernel/btf.py", "kernel/typedb.py", "kernel/catalog.py", "kernel/kallsyms.py", "kernel/view.py",
+        "kernel/snapshot.py", "program.py")
+
+_NAME = re.compile(r"[A-Za-z0-9_.$]{1,512}")
+_MODULE = re.compile(r"[A-Za-z0-9_\-]{1,128}")
+
+
+@dataclass
+class Snapshot:
+    functions: list            # [CatalogEntry], sorted by name (the view's skb_functions())
+    extra: dict                # name -> CatalogEntry for traceable functions outside that list (kfree_skbmem)
+    catalog_source: str
+    tracepoints: list          # [program.Tracepoint]
+    kfree_skb_args: dict       # argument -> index in kfree_skb's raw tracepoint: {"skb": 0, "reason": 2, ...}
+    offsets: dict | None       # macro -> byte offset; None when the type info lacks a field
+    offsets_error: str | None
+    reasons: dict              # skb_drop_reason value -> short name
+    btf_ids: dict              # function name -> vmlinux BTF FUNC id
+    addresses: dict            # function name -> [addresses]
+    has_addresses: bool
+    symbols: object            # kallsyms.SymbolTable
+    key: str = ""
+    extra_keys: dict = field(default_factory=dict)
+
+
+# -- key -------------------------------------------------------------------------------------------
+def _read(path: str) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _modules() -> list[str]:
+    out = []
+    for line in _read(MODULES).splitlines():
+        parts = line.split()
+        if len(parts) >= 6:
+            out.append(f"{parts[0]} {parts[1]} {parts[5]}")   # name, size, address (not the refcount)
+        elif parts:
+            out.append(parts[0])
+    return sorted(out)
+
+
+def _code_stamp() -> list:
+    here = Path(__file__).resolve().parent.parent
+    stamp = []
+    for rel in CODE:
+        try:
+            st = os.stat(here / rel)
+            stamp.append([rel, st.st_size, st.st_mtime_ns])
+        except OSError:
+            stamp.append([rel, None, None])
+    return stamp
+
+
+def key() -> str | None:
+    """This boot's key, or None when the boot id can't be read (then nothing is cached)."""
+    boot = _read(BOOT_ID).strip()
+    if not boot:
+        return None
+    uname = os.uname()
+    parts = [FORMAT, __version__, sys.version_info[:2], _code_stamp(), boot, uname.release, uname.version,
+             uname.machine, _modules(), [os.access(p, os.R_OK) for p in READABLE], _read(KPTR_RESTRICT).strip(),
+             os.geteuid()]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+# -- to and from JSON ------------------------------------------------------------------------------
+def to_json(snap: Snapshot) -> dict:
+    table = snap.symbols
+    addrs = array.array("Q", table.addrs)
+    return {
+        "format": FORMAT, "key": snap.key,
+        "functions": [[f.name, f.module, f.pos, bool(f.duplicate)] for f in snap.functions],
+        "extra": [[f.name, f.module, f.pos, bool(f.duplicate)] for f in snap.extra.values()],
+        "catalog_source": snap.catalog_source,
+        "tracepoints": [[t.name, t.group, t.arg] for t in snap.tracepoints],
+        "kfree_skb_args": dict(snap.kfree_skb_args),
+        "offsets": snap.offsets, "offsets_error": snap.offsets_error,
+        "reasons": [[int(v), n] for v, n in sorted(snap.reasons.items())],
+        "btf_ids": snap.btf_ids,
+        "addresses": snap.addresses,
+        "has_addresses": bool(snap.has_addresses),
+        "symbols": {"addrs": base64.b64encode(addrs.tobytes()).decode(), "names": "\n".join(table.names)},
+    }
+
+
+def _want(cond: bool, what: str) -> None:
+    if not cond:
+        raise ValueError(f"bad {what}")
+
+
+def _int(v, lo: int = 0, hi: int = (1 << 64) - 1) -> bool:
+    return type(v) is int and lo <= v <= hi
+
+
+def _entry(row, CatalogEntry):
+    _want(isinstance(row, list) and len(row) == 4, "function entry")
+    name, module, pos, dup = row
+    _want(isinstance(name, str) and _NAME.fullmatch(name) is not None, "function name")
+    _want(module is None or (isinstance(module, str) and _MODULE.fullmatch(module) is not None), "module name")
+    _want(_int(pos, 0, 64) and type(dup) is bool, "function entry")
+    return CatalogEntry(name, module, pos, dup)
+
+
+def from_json(doc: dict, digest: str) -> Snapshot:
+    """A Snapshot from its JSON; ValueError on anything not exactly as to_json() writes it."""
+    from ..program import Tracepoint
+    from .catalog import CatalogEntry
+    from .kallsyms import SymbolTable
+
+    _want(isinstance(doc, dict) and doc.get("format") == FORMAT, "format")
+    _want(doc.get("key") == digest, "key")
+    functions = [_entry(r, CatalogEntry) for r in _list(doc, "functions")]
+    extra = {e.name: e for e in (_entry(r, CatalogEntry) for r in _list(doc, "extra"))}
+    source = doc.get("catalog_source")
+    _want(isinstance(source, str) and len(source) < 100, "catalog source")
+    tps = []
+    for row in _list(doc, "tracepoints"):
+        _want(isinstance(row, list) and len(row) == 3, "tracepoint")
+        name, group, arg = row
+        _want(isinstance(name, str) and _NAME.fullmatch(name) is not None, "tracepoint name")
+        _want(group is None or (isinstance(group, str) and _NAME.fullmatch(group) is not None), "tracepoint group")
+        _want(_int(arg, 0, 64), "tracepoint argument")
+        tps.append(Tracepoint(name=name, group=group, arg=arg))
+    kargs = doc.get("kfree_skb_args")
+    _want(isinstance(kargs, dict) and len(kargs) <= 8 and all(
+        isinstance(k, str) and re.fullmatch(r"[a-z_]{1,32}", k) and (v is None or _int(v, 0, 64))
+        for k, v in kargs.items()), "kfree_skb arguments")
+    offsets, err = doc.get("offsets"), doc.get("offsets_error")
+    _want((isinstance(offsets, dict) and err is None and all(
+        isinstance(k, str) and re.fullmatch(r"[A-Z][A-Z0-9_]{0,63}", k) and _int(v, 0, 1 << 20)
+        for k, v in offsets.items())) or (offsets is None and isinstance(err, str) and len(err) < 1000), "offsets")
+    reasons = {}
+    for row in _list(doc, "reasons"):
+        _want(isinstance(row, list) and len(row) == 2 and _int(row[0], 0, 1 << 32) and isinstance(row[1], str)
+              and _NAME.fullmatch(row[1]) is not None, "drop reason")
+        reasons[row[0]] = row[1]
+    btf_ids = doc.get("btf_ids")
+    _want(isinstance(btf_ids, dict) and all(isinstance(k, str) and _int(v, 1, 1 << 31) for k, v in btf_ids.items()),
+          "BTF ids")
+    addresses = doc.get("addresses")
+    _want(isinstance(addresses, dict) and all(
+        isinstance(k, str) and isinstance(v, list) and 0 < len(v) <= 64 and all(_int(a, 1) for a in v)
+        for k, v in addresses.items()), "addresses")
+    has = doc.get("has_addresses")
+    _want(type(has) is bool, "has_addresses")
+    sym = doc.get("symbols")
+    _want(isinstance(sym, dict) and set(sym) == {"addrs", "names"} and isinstance(sym["addrs"], str)
+          and isinstance(sym["names"], str), "symbols")
+    raw = base64.b64decode(sym["addrs"], validate=True)
+    _want(len(raw) % 8 == 0, "symbol addresses")
+    addrs = array.array("Q")
+    addrs.frombytes(raw)
+    names = sym["names"].split("\n") if sym["names"] else []
+    _want(len(names) == len(addrs), "symbol table")
+    _want(all(addrs[i] <= addrs[i + 1] for i in range(0, len(addrs) - 1, max(1, len(addrs) // 64))),
+          "symbol order")
+    return Snapshot(functions=functions, extra=extra, catalog_source=source, tracepoints=tps,
+                    kfree_skb_args=dict(kargs), offsets=offsets, offsets_error=err, reasons=reasons,
+                    btf_ids=btf_ids, addresses=addresses, has_addresses=has, symbols=SymbolTable(addrs, names),
+                    key=digest)
+
+
+def _list(doc: dict, name: str) -> list:
+    v = doc.get(name)
+    _want(isinstance(v, list) and len(v) <= 1 << 20, name)
+    return v
+
+
+# -- on disk ---------------------------------------------------------------------------------------
+def load(digest: str | None) -> Snapshot | None:
+    """This boot's snapshot, or None (absent, no cache, untrusted, or damaged)."""
+    if digest is None:
+        return None
+    where = cachefiles.cache_dir(SUBDIR)
+    if where is None:
+        return None
+    path = where / f"{digest}.json"
+    try:
+        doc = cachefiles.read_json(path, MAX_FILE, "kernel view")
+        return None if doc is None else from_json(doc, digest)
+    except (OSError, ValueError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+        log.warning("ignoring the stored kernel view %s: %s", path, exc)
+        return None
+
+
+def save(snap: Snapshot) -> Path | None:
+    if not snap.key:
+        return None
+    where = cachefiles.cache_dir(SUBDIR, create=True)
+    if where is None:
+        return None
+    path = cachefiles.write_json(where, f"{snap.key}.json", to_json(snap), "kernel view")
+    if path is not None:
+        cachefiles.prune(where, KEEP)
+    return path
+
+
+def clear() -> int:
+    return cachefiles.clear(cachefiles.cache_dir(SUBDIR))
