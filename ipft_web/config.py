@@ -105,12 +105,15 @@ class TraceConfig:
             raise UsageError(f"backend must be one of {', '.join(BACKENDS)}, got {str(self.backend)[:40]!r}")
         if not (isinstance(self.idle_timeout, (int, float)) and 0.01 <= self.idle_timeout <= 3600):
             raise UsageError("idle timeout must be between 0.01 and 3600 seconds")
+        if self.fields is not None and not isinstance(self.fields, (list, tuple)):
+            raise UsageError("fields must be a list of strings like [\"skb->len\"]")
+        if (self.script is None or self.script == "") and not self.fields:
+            self.field_specs, self.fields = [], []   # no fields: the field machinery is not imported
+            return
         from .fields import paths, scripts
         wanted = []
         if self.script is not None and self.script != "":
             wanted.extend(scripts.load(self.script).fields)
-        if self.fields is not None and not isinstance(self.fields, (list, tuple)):
-            raise UsageError("fields must be a list of strings like [\"skb->len\"]")
         if len(self.fields or []) > 4 * paths.MAX_FIELDS:
             raise UsageError(f"at most {paths.MAX_FIELDS} fields can be traced at once")
         wanted.extend(self.fields or [])

@@ -76,6 +76,8 @@ def resolve_fields(config: TraceConfig, kernel: KernelView):
     """The config's field paths resolved against this kernel's types (UsageError naming valid members)."""
     from .fields.decode import FieldSet
     specs = getattr(config, "field_specs", [])
+    if not specs:
+        return FieldSet(None, [])   # no type info needed (a view from this boot's cache has none loaded)
     return FieldSet(kernel.typedb, fields.resolve_all(kernel.typedb, specs))
 
 
@@ -243,10 +245,9 @@ class Tracer:
             if not usable:
                 raise EnvError("this kernel allows neither kprobes nor raw tracepoints for BPF")
             return usable
-        usable = [b for b in kernel.backends() if b in IMPLEMENTED]
         if want not in IMPLEMENTED:
             raise UsageError(f"backend {want} is not available yet; use one of {', '.join(IMPLEMENTED)}")
-        if want not in usable:
+        if not kernel.backend_works(want):   # only the one asked for: the others' probes cost time
             why = kernel.why_not(want)
             raise EnvError(f"backend {want} does not work on this kernel ({why}); try -b auto")
         return [want]

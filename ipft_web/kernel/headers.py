@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import shutil
 import tempfile
@@ -177,7 +176,7 @@ def find_headers(release: str | None = None, *, modules_dir: str = "/lib/modules
     """(directory for BCC_KERNEL_SOURCE or None to leave BCC's default, message to log or None).
 
     EnvError when there is no header tree at all."""
-    release = release or platform.release()
+    release = release or os.uname().release
     env = os.environ if env is None else env
     preset = env.get("BCC_KERNEL_SOURCE")
     if preset:
@@ -212,6 +211,6 @@ def prepare(tree: tuple[str, Path, Path | None], release: str | None = None,
             cache_dirs=CACHE_DIRS) -> tuple[Path, str]:
     """(directory for BCC_KERNEL_SOURCE, message) for one of ranked_trees()."""
     rel, build, source = tree
-    release = release or platform.release()
+    release = release or os.uname().release
     path = build if source is None else merged_tree(build, source, rel, cache_dirs)
     return path, f"using headers of {rel} for kernel {release} ({path})"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import os
-import platform
 import struct
 
 # -- syscall numbers ----------------------------------------------------------------------
@@ -19,7 +18,7 @@ _SYSCALLS = {  # machine -> (bpf, perf_event_open)
     "x86_64": (321, 298),
     "aarch64": (280, 241),
 }
-NR_BPF, NR_PERF_EVENT_OPEN = _SYSCALLS.get(platform.machine(), (321, 298))
+NR_BPF, NR_PERF_EVENT_OPEN = _SYSCALLS.get(os.uname().machine, (321, 298))
 
 # -- bpf commands ---------------------------------------------------------------------------
 BPF_MAP_CREATE = 0

@@ -12,9 +12,6 @@ from __future__ import annotations
 import sys
 
 from ..errors import UsageError
-from . import apply as _apply
-from . import runner
-from .render import choose_tool
 from .spec import DIRECTIONS, FAMILIES, KEYS, PROTOS, TOOLS, parse_spec
 
 HELP = """add a marking rule for the duration of the trace (repeatable). SPEC: comma-separated words
@@ -80,15 +77,22 @@ class applied_rules:
     def __init__(self, args, mark, mask, log=None):
         self.log = log or (lambda line: (sys.stderr.write(f"ipft: {line}\n"), sys.stderr.flush()))
         self.specs = []
-        for text in getattr(args, "mark_rules", None) or []:
+        self.rules: list = []
+        texts = getattr(args, "mark_rules", None) or []
+        if not texts:
+            return   # the usual trace: no rule, and none of the rule machinery imported
+        from . import runner
+        from .render import choose_tool
+        for text in texts:
             spec = parse_spec(parse_rule_text(text), default_mark=mark, default_mask=mask)
             choose_tool(spec)
             self.specs.append(spec)
-        if self.specs:
-            runner.require_root()
-        self.rules: list[_apply.AppliedRule] = []
+        runner.require_root()
 
     def __enter__(self):
+        if not self.specs:
+            return self.rules
+        from . import apply as _apply
         try:
             for spec in self.specs:
                 rule = _apply.apply(spec)
@@ -101,6 +105,9 @@ class applied_rules:
         return self.rules
 
     def remove(self) -> None:
+        if not self.rules:
+            return
+        from . import apply as _apply
         while self.rules:
             rule = self.rules.pop()
             try:
