@@ -13,7 +13,8 @@ Measured per backend, for all skb functions (or -r):
   detach    time to take every probe away
   flood     a marked ping flood in a network namespace: packets sent, journeys seen, events lost
   overhead  TCP throughput over loopback in a namespace with the tracer attached, unmarked traffic,
-            as a ratio of the throughput with no tracer
+            as a ratio of the throughput with no tracer, measured just before and just after
+            (iperf3 when installed, else a Python sender)
 Under emulation (virtme-ng --disable-kvm) compare ratios, not absolute times.
 """
 from __future__ import annotations
@@ -74,7 +75,7 @@ def tcp_throughput(ns: str, seconds: float) -> float:
 
 
 def run_backend(backend: str, regex: str | None, seconds: float, flood: int) -> dict:
-    row = {"backend": backend}
+    row = {"backend": backend, "mbps_off_before": baseline(seconds)}
     journeys = []
     t0 = time.monotonic()
     tracer = Tracer(TraceConfig(mark=MARK, regex=regex, backend=backend), journeys.append)
@@ -101,6 +102,7 @@ def run_backend(backend: str, regex: str | None, seconds: float, flood: int) -> 
         row["stop_s"] = time.monotonic() - t1
         row["detach_s"] = tracer.timings.get("detach")
         subprocess.run(["ip", "netns", "del", ns])
+    row["mbps_off_after"] = baseline(seconds)
     st = tracer.stats()
     row["refused"] = st["failed_funcs"]
     row["sent"] = flood
@@ -143,7 +145,7 @@ def ipftrace2(path: str, regex: str | None, backend: str, seconds: float, flood:
 
     argv = [path, "-m", hex(MARK), "-b", IPFT2_BACKEND.get(backend, backend), "-o", "json"]
     argv += ["-r", regex] if regex else []
-    row = {"backend": f"ipftrace2 {backend}", "sent": flood}
+    row = {"backend": f"ipftrace2 {backend}", "sent": flood, "mbps_off_before": baseline(seconds)}
     out = tempfile.TemporaryFile(mode="w+")
     t0 = time.monotonic()
     p = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, text=True)
@@ -177,6 +179,7 @@ def ipftrace2(path: str, regex: str | None, backend: str, seconds: float, flood:
         p.wait(timeout=3600)
         row["stop_s"] = time.monotonic() - t1
         subprocess.run(["ip", "netns", "del", ns])
+    row["mbps_off_after"] = baseline(seconds)
     out.seek(0)
     events = icmp = 0
     for line in out:
@@ -239,13 +242,17 @@ def main() -> int:
                 print("done:", {k: v for k, v in rows[-1].items() if k != "refused"}, flush=True)
     cols = ["backend", "attached", "failed", "kernel_s", "compile_s", "attach_s", "attach_load_s", "attach_link_s",
             "attach_tp_s", "start_s", "stop_s", "detach_s",
-            "events_per_s", "sent", "journeys", "lost", "overhead"]
+            "events_per_s", "sent", "journeys", "lost", "mbps_off", "mbps_on", "overhead"]
     print()
     print(" | ".join(cols))
     print(" | ".join("---" for _ in cols))
     for r in rows:
         if "mbps_on" in r:
-            r["overhead"] = f"{r['mbps_on'] / base:.2f}x" if base else "n/a"
+            # against the tracer-off runs just before and after this one (the guest's speed drifts)
+            off = [r[k] for k in ("mbps_off_before", "mbps_off_after") if r.get(k) == r.get(k) and r.get(k)]
+            near = sum(off) / len(off) if off else base
+            r["mbps_off"] = near
+            r["overhead"] = f"{r['mbps_on'] / near:.2f}x" if near else "n/a"
         print(" | ".join(f"{r.get(c):.2f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols))
     for r in rows:
         for name, why in list((r.get("refused") or {}).items())[:10]:

@@ -38,7 +38,8 @@ RUNTIME_PKGS=(python3 python3-venv python3-bpfcc bpftool iptables nftables iprou
               iputils-ping)
 # qemu-system-x86 + busybox-static: virtme-ng (vng) boots the guest kernels with them
 # (busybox builds the guest's initramfs; udev and kmod set up devices and modules in the guest).
-TEST_PKGS=(qemu-system-x86 busybox-static udev make chromium fonts-dejavu-core)
+# iperf3: bench/bench.py's throughput runs (a Python sender is slower and noisier under emulation)
+TEST_PKGS=(qemu-system-x86 busybox-static udev make chromium fonts-dejavu-core iperf3)
 
 export DEBIAN_FRONTEND=noninteractive
 APT_UPDATED=0

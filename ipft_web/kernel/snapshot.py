@@ -8,7 +8,7 @@ first run of a boot stores them, and later runs load them instead of reading the
 The key holds the boot id, the loaded modules (name, size, address), which of the tracing lists
 were readable, kptr_restrict, the kernel build, and the stamp of the code that made the view.
 Anything else that changes them (a module reloaded at the same address with the same size) is
-not seen: `ipft --cleanup` or IPFT_CACHE_DIR=off starts from the kernel again.
+not seen: deleting <cache dir>/kernel/ or IPFT_CACHE_DIR=off starts from the kernel again.
 
 A snapshot holds: the traceable skb functions (name, module, skb position, duplicate, BTF id,
 addresses), the skb tracepoints, kfree_skb's argument slots, the struct offsets the BPF program

@@ -1,0 +1,270 @@
+"""The kernel view kept for the boot (ipft_web/kernel/snapshot.py) and the view made from it.
+
+Unit tests use made-up snapshots and made-up /proc files; the root tests read this machine's
+kernel: a second process loads what the first stored, and says the same things."""
+from __future__ import annotations
+
+import array
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ipft_web.errors import EnvError
+from ipft_web.kernel import snapshot
+from ipft_web.kernel.catalog import CatalogEntry
+from ipft_web.kernel.kallsyms import SymbolTable
+from ipft_web.kernel.view import KernelView
+from ipft_web.program import Tracepoint
+
+from ipft_testlib import ipft_argv
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def sample(key: str = "k" * 64) -> snapshot.Snapshot:
+    return snapshot.Snapshot(
+        functions=[CatalogEntry("ip_rcv", None, 1), CatalogEntry("mod_xmit", "veth", 2, True)],
+        extra={"kfree_skbmem": CatalogEntry("kfree_skbmem", None, 1)},
+        catalog_source="available_filter_functions",
+        tracepoints=[Tracepoint(name="kfree_skb", group="skb", arg=0), Tracepoint(name="net_dev_queue", group="net", arg=0)],
+        kfree_skb_args={"skb": 0, "location": 1, "reason": 2},
+        offsets={"OFF_SKB_MARK": 164, "OFF_SKB_LEN": 112}, offsets_error=None,
+        reasons={2: "NOT_SPECIFIED", 5: "NETFILTER_DROP"},
+        btf_ids={"ip_rcv": 88244, "kfree_skbmem": 1234},
+        addresses={"ip_rcv": [0xffffffff81000100], "mod_xmit": [0xffffffffc0001000, 0xffffffffc0002000],
+                   "kfree_skbmem": [0xffffffff81000400]},
+        has_addresses=True,
+        symbols=SymbolTable(array.array("Q", [0xffffffff81000100, 0xffffffff81000400, 0xffffffffc0001000]),
+                            ["ip_rcv", "kfree_skbmem", "mod_xmit"]),
+        key=key)
+
+
+def round_trip(snap):
+    return snapshot.from_json(json.loads(json.dumps(snapshot.to_json(snap))), snap.key)
+
+
+def test_json_round_trip():
+    a, b = sample(), round_trip(sample())
+    for name in ("functions", "extra", "catalog_source", "tracepoints", "kfree_skb_args", "offsets", "reasons",
+                 "btf_ids", "addresses", "has_addresses", "key"):
+        assert getattr(a, name) == getattr(b, name), name
+    assert list(b.symbols.addrs) == list(a.symbols.addrs) and b.symbols.names == a.symbols.names
+
+
+def test_a_type_info_without_a_field_is_kept_as_its_error():
+    snap = sample()
+    snap.offsets, snap.offsets_error = None, "kernel type info has no sk_buff.mark"
+    view = KernelView(round_trip(snap))
+    with pytest.raises(EnvError, match="sk_buff.mark"):
+        view.offsets()
+
+
+def damaged(edit):
+    doc = json.loads(json.dumps(snapshot.to_json(sample())))
+    edit(doc)
+    return doc
+
+
+@pytest.mark.parametrize("edit", [
+    lambda d: d.update(format=snapshot.FORMAT + 1),
+    lambda d: d.update(key="j" * 64),
+    lambda d: d.update(functions="x"),
+    lambda d: d["functions"].append(["a b", None, 1, False]),           # not a symbol name
+    lambda d: d["functions"].append(["x", "../m", 1, False]),           # not a module name
+    lambda d: d["functions"].append(["x", None, 1.5, False]),
+    lambda d: d["functions"].append(["x", None, 1, 0]),
+    lambda d: d["functions"].append(["x", None, 1]),
+    lambda d: d["tracepoints"].append(["t", "g", -1]),
+    lambda d: d["tracepoints"].append(["t;", "g", 0]),
+    lambda d: d["kfree_skb_args"].update(reason="2"),
+    lambda d: d["kfree_skb_args"].update({"A B": 1}),
+    lambda d: d["offsets"].update(OFF_SKB_MARK=-4),
+    lambda d: d["offsets"].update({"-DX=1 -include /etc/shadow": 4}),  # offsets become compiler flags
+    lambda d: d.update(offsets=None),                                   # and no error said why
+    lambda d: d["reasons"].append([7, "A\nB"]),
+    lambda d: d["btf_ids"].update(ip_rcv=0),
+    lambda d: d["addresses"].update(ip_rcv=[]),
+    lambda d: d["addresses"].update(ip_rcv=["0xffff"]),
+    lambda d: d.update(has_addresses=1),
+    lambda d: d["symbols"].update(addrs="!!!"),
+    lambda d: d["symbols"].update(addrs="AAAA"),                        # 3 bytes
+    lambda d: d["symbols"].update(names="a\nb"),                        # 2 names, 3 addresses
+    lambda d: d["symbols"].update(extra="x"),
+])
+def test_json_damage_is_refused(edit):
+    with pytest.raises((ValueError, TypeError)):
+        snapshot.from_json(damaged(edit), "k" * 64)
+
+
+def test_symbols_out_of_order_are_refused():
+    snap = sample()
+    snap.symbols = SymbolTable(array.array("Q", [3, 2, 1]), ["a", "b", "c"])
+    with pytest.raises(ValueError, match="order"):
+        round_trip(snap)
+
+
+# -- the key ---------------------------------------------------------------------------------------
+@pytest.fixture
+def proc(tmp_path, monkeypatch):
+    """Made-up /proc files for the key."""
+    files = {"boot": tmp_path / "boot_id", "modules": tmp_path / "modules"}
+    files["boot"].write_text("0a1b\n")
+    files["modules"].write_text("veth 40960 0 - Live 0xffffffffc0a00000\nbridge 311296 1 br_netfilter, Live 0xffffffffc0b00000\n")
+    monkeypatch.setattr(snapshot, "BOOT_ID", str(files["boot"]))
+    monkeypatch.setattr(snapshot, "MODULES", str(files["modules"]))
+    return files
+
+
+def test_key_follows_the_boot_and_the_modules(proc):
+    first = snapshot.key()
+    assert first and first == snapshot.key()
+    proc["modules"].write_text("veth 40960 3 - Live 0xffffffffc0a00000\nbridge 311296 0 br_netfilter, Live 0xffffffffc0b00000\n")
+    assert snapshot.key() == first, "a module's use count is not part of the key"
+    proc["modules"].write_text("veth 40960 0 - Live 0xffffffffc0c00000\nbridge 311296 1 br_netfilter, Live 0xffffffffc0b00000\n")
+    moved = snapshot.key()
+    assert moved != first, "a module loaded again elsewhere"
+    proc["modules"].write_text("veth 40960 0 - Live 0xffffffffc0c00000\n")
+    assert snapshot.key() not in (first, moved), "a module gone"
+    proc["boot"].write_text("ffff\n")
+    assert snapshot.key() not in (first, moved), "another boot"
+
+
+def test_no_boot_id_no_snapshot(proc, tmp_path, monkeypatch):
+    proc["boot"].unlink()
+    assert snapshot.key() is None
+    monkeypatch.setenv("IPFT_CACHE_DIR", str(tmp_path / "c"))
+    assert snapshot.load(None) is None
+
+
+def test_key_follows_what_can_be_read(proc, tmp_path, monkeypatch):
+    listed = tmp_path / "available_filter_functions"
+    monkeypatch.setattr(snapshot, "READABLE", (str(listed),))
+    before = snapshot.key()
+    listed.write_text("ip_rcv\n")
+    assert snapshot.key() != before, "tracefs mounted after the first run: the catalog's source changes"
+
+
+# -- on disk ---------------------------------------------------------------------------------------
+def test_store_and_load(tmp_path, monkeypatch):
+    monkeypatch.setenv("IPFT_CACHE_DIR", str(tmp_path / "c"))
+    path = snapshot.save(sample())
+    assert path and path.parent == tmp_path / "c" / "kernel"
+    assert oct(path.parent.stat().st_mode & 0o777) == "0o700" and oct(path.stat().st_mode & 0o777) == "0o600"
+    back = snapshot.load("k" * 64)
+    assert back is not None and back.functions == sample().functions
+    assert snapshot.load("j" * 64) is None
+
+
+def test_off_means_off(monkeypatch):
+    monkeypatch.setenv("IPFT_CACHE_DIR", "off")
+    assert snapshot.save(sample()) is None and snapshot.load("k" * 64) is None
+
+
+def test_untrusted_or_damaged_files_are_ignored(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("IPFT_CACHE_DIR", str(tmp_path / "c"))
+    path = snapshot.save(sample())
+    os.chmod(path, 0o666)
+    assert snapshot.load("k" * 64) is None
+    os.chmod(path, 0o600)
+    os.chmod(path.parent, 0o777)
+    assert snapshot.load("k" * 64) is None
+    assert "writable by nobody else" in caplog.text
+    os.chmod(path.parent, 0o700)
+    os.symlink(path, path.parent / f"{'j' * 64}.json")
+    assert snapshot.load("j" * 64) is None
+    path.write_text("[1, 2]")
+    assert snapshot.load("k" * 64) is None
+    path.write_text("{not json")
+    assert snapshot.load("k" * 64) is None
+    assert "ignoring the stored kernel view" in caplog.text
+
+
+@pytest.mark.root
+def test_a_file_of_another_user_is_not_trusted(tmp_path, monkeypatch):
+    monkeypatch.setenv("IPFT_CACHE_DIR", str(tmp_path / "c"))
+    path = snapshot.save(sample())
+    os.chown(path, 65534, 65534)
+    assert snapshot.load("k" * 64) is None
+
+
+def test_only_the_newest_are_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("IPFT_CACHE_DIR", str(tmp_path / "c"))
+    for i in range(snapshot.KEEP + 2):
+        p = snapshot.save(sample(f"{i:064d}"))
+        os.utime(p, (1000 + i, 1000 + i))
+    assert len(list((tmp_path / "c" / "kernel").glob("*.json"))) == snapshot.KEEP
+    assert snapshot.load(f"{0:064d}") is None and snapshot.load(f"{snapshot.KEEP + 1:064d}") is not None
+
+
+# -- the view over a snapshot ----------------------------------------------------------------------
+def test_view_over_a_snapshot_answers_without_type_info(monkeypatch):
+    view = KernelView(round_trip(sample()))
+    assert view.stored
+    assert [f.name for f in view.skb_functions()] == ["ip_rcv", "mod_xmit"]
+    assert view.function("kfree_skbmem").pos == 1 and view.function("nope") is None
+    assert view.addresses("mod_xmit") == [0xffffffffc0001000, 0xffffffffc0002000]
+    assert view.symbol(0xffffffff81000100 + 0x20) == "ip_rcv" and view.symbol(0xffffffffc0001004) == "mod_xmit"
+    assert view.btf_target("ip_rcv") == (88244, 0)
+    assert view.btf_target("mod_xmit") is None, "module functions: no vmlinux BTF id"
+    assert view.drop_reason(5) == "NETFILTER_DROP" and view.drop_reason(99) == "REASON_99"
+    assert view.offsets() == {"OFF_SKB_MARK": 164, "OFF_SKB_LEN": 112}
+    assert view.catalog_source == "available_filter_functions"
+    assert [t.label for t in view.tracepoints] == ["skb:kfree_skb", "net:net_dev_queue"]
+    assert view._typedb is None, "nothing above needed type info"
+
+    loaded = []
+    from ipft_web.kernel import btf
+    monkeypatch.setattr(btf, "load_kernel_btf", lambda modules=True: loaded.append(modules) or "types")
+    assert view.typedb == "types" and view.typedb == "types" and loaded == [True], "read once, on first use"
+
+
+# -- with this machine's kernel ----------------------------------------------------------------------
+PROBE = r"""
+import json, sys, time
+from ipft_web.kernel.view import KernelView
+v = KernelView.load()
+fs = v.skb_functions()
+name = "ip_rcv" if v.function("ip_rcv") else fs[0].name
+a = v.addresses(name)
+print(json.dumps({"stored": v.stored, "name": name, "functions": [[f.name, f.module, f.pos, f.duplicate] for f in fs],
+                  "tracepoints": [t.label for t in v.tracepoints], "offsets": v.offsets(),
+                  "kfree": str(v.function("kfree_skbmem")), "addresses": a,
+                  "symbol": v.symbol(a[0] + 1) if a else None, "btf": v.btf_target(name),
+                  "reason": v.drop_reason(2), "source": v.catalog_source,
+                  "typedb_loaded": v._typedb is not None, "seconds": v.load_seconds}))
+"""
+
+
+@pytest.mark.root
+def test_a_second_process_loads_the_same_view(tmp_path):
+    env = dict(os.environ, IPFT_CACHE_DIR=str(tmp_path / "c"))
+
+    def probe():
+        out = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=ROOT, capture_output=True, text=True,
+                             timeout=900)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    first, second = probe(), probe()
+    assert not first["stored"] and first["typedb_loaded"]
+    assert second["stored"] and not second["typedb_loaded"], "the second process read no type info"
+    seconds = (first.pop("seconds"), second.pop("seconds"))
+    for doc in (first, second):
+        doc.pop("stored"), doc.pop("typedb_loaded")
+    assert first == second
+    assert first["functions"] and first["addresses"] and first["symbol"] == first["name"]
+    print(f"\nkernel view: read {seconds[0]:.2f} s, from the stored snapshot {seconds[1]:.2f} s")
+
+
+@pytest.mark.root
+def test_cli_says_when_the_view_comes_from_the_boot_cache(tmp_path):
+    env = dict(os.environ, IPFT_CACHE_DIR=str(tmp_path / "c"))
+    runs = [subprocess.run(ipft_argv() + ["-m", "0x7e57", "--duration", "0.3", "-v"], env=env, capture_output=True,
+                           text=True, timeout=900) for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr
+    assert "kernel view loaded from this boot's cache" not in runs[0].stderr
+    assert "kernel view loaded from this boot's cache" in runs[1].stderr
+    assert len(list((tmp_path / "c" / "kernel").glob("*.json"))) == 1
