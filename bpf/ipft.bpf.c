@@ -206,8 +206,11 @@ static __always_inline void ipft_read_fields(struct ipft_event *e, void *skb, u3
     }
 }
 
-static __always_inline int ipft_hit(void *ctx, void *skb, u64 addr, u8 kind,
-                                    u64 location, u32 reason)
+/* `func_ip`: `addr` is the probed function's address, asked of the kernel only once the packet is
+ * known to be followed (for kprobes, bpf_get_func_ip() looks up the running kprobe and reads the
+ * instruction before it: unmarked traffic should not pay that at every hit). */
+static __always_inline int ipft_hit_at(void *ctx, void *skb, u64 addr, u8 kind,
+                                       u64 location, u32 reason, int func_ip)
 {
     u32 zero = 0;
     u32 mark = 0;
@@ -238,6 +241,8 @@ static __always_inline int ipft_hit(void *ctx, void *skb, u64 addr, u8 kind,
             __sync_fetch_and_add(ntracked, -1);
     }
 
+    if (func_ip)
+        addr = bpf_get_func_ip(ctx);
     struct ipft_event e = {};
     e.skb = key;
     e.ts = bpf_ktime_get_ns();
@@ -286,13 +291,16 @@ static __always_inline int ipft_hit(void *ctx, void *skb, u64 addr, u8 kind,
     return 0;
 }
 
+#define ipft_hit(ctx, skb, addr, kind, location, reason) ipft_hit_at(ctx, skb, addr, kind, location, reason, 0)
+#define ipft_hit_func(ctx, skb, kind) ipft_hit_at(ctx, skb, 0, kind, 0, 0, 1)
+
 /* kprobe entries, one per position of the struct sk_buff * argument. */
-int kprobe_skb_1(struct pt_regs *ctx) { return ipft_hit(ctx, (void *)PT_REGS_PARM1(ctx), bpf_get_func_ip(ctx), KIND_KPROBE, 0, 0); }
-int kprobe_skb_2(struct pt_regs *ctx) { return ipft_hit(ctx, (void *)PT_REGS_PARM2(ctx), bpf_get_func_ip(ctx), KIND_KPROBE, 0, 0); }
-int kprobe_skb_3(struct pt_regs *ctx) { return ipft_hit(ctx, (void *)PT_REGS_PARM3(ctx), bpf_get_func_ip(ctx), KIND_KPROBE, 0, 0); }
-int kprobe_skb_4(struct pt_regs *ctx) { return ipft_hit(ctx, (void *)PT_REGS_PARM4(ctx), bpf_get_func_ip(ctx), KIND_KPROBE, 0, 0); }
-int kprobe_skb_5(struct pt_regs *ctx) { return ipft_hit(ctx, (void *)PT_REGS_PARM5(ctx), bpf_get_func_ip(ctx), KIND_KPROBE, 0, 0); }
-int kprobe_free(struct pt_regs *ctx) { return ipft_hit(ctx, (void *)PT_REGS_PARM1(ctx), bpf_get_func_ip(ctx), KIND_FREE, 0, 0); }
+int kprobe_skb_1(struct pt_regs *ctx) { return ipft_hit_func(ctx, (void *)PT_REGS_PARM1(ctx), KIND_KPROBE); }
+int kprobe_skb_2(struct pt_regs *ctx) { return ipft_hit_func(ctx, (void *)PT_REGS_PARM2(ctx), KIND_KPROBE); }
+int kprobe_skb_3(struct pt_regs *ctx) { return ipft_hit_func(ctx, (void *)PT_REGS_PARM3(ctx), KIND_KPROBE); }
+int kprobe_skb_4(struct pt_regs *ctx) { return ipft_hit_func(ctx, (void *)PT_REGS_PARM4(ctx), KIND_KPROBE); }
+int kprobe_skb_5(struct pt_regs *ctx) { return ipft_hit_func(ctx, (void *)PT_REGS_PARM5(ctx), KIND_KPROBE); }
+int kprobe_free(struct pt_regs *ctx) { return ipft_hit_func(ctx, (void *)PT_REGS_PARM1(ctx), KIND_FREE); }
 
 /* kprobe-multi: one entry for every function, so the kernel verifies one program instead of one
  * per skb position. The function's link cookie carries the position of its skb argument (1-5) in
@@ -319,8 +327,8 @@ static __always_inline void *ipft_kprobe_arg(struct pt_regs *ctx, u64 pos)
 int kprobe_multi_skb(struct pt_regs *ctx)
 {
     u64 cookie = bpf_get_attach_cookie(ctx);
-    return ipft_hit(ctx, ipft_kprobe_arg(ctx, cookie & 0xff), bpf_get_func_ip(ctx),
-                    (cookie & KPROBE_MULTI_FREE) ? KIND_FREE : KIND_KPROBE, 0, 0);
+    return ipft_hit_func(ctx, ipft_kprobe_arg(ctx, cookie & 0xff),
+                         (cookie & KPROBE_MULTI_FREE) ? KIND_FREE : KIND_KPROBE);
 }
 
 /* skb:kfree_skb and skb:consume_skb as raw tracepoints (args[0] is the skb). */
@@ -359,6 +367,6 @@ static __always_inline void *ipft_fentry_arg(u64 *ctx, int i)
 }
 #define IPFT_FENTRY(n) \
     int fentry_skb_##n(u64 *ctx) \
-    { return ipft_hit(ctx, ipft_fentry_arg(ctx, n - 1), bpf_get_func_ip(ctx), KIND_KPROBE, 0, 0); }
+    { return ipft_hit_func(ctx, ipft_fentry_arg(ctx, n - 1), KIND_KPROBE); }
 IPFT_FENTRY(1) IPFT_FENTRY(2) IPFT_FENTRY(3) IPFT_FENTRY(4) IPFT_FENTRY(5) IPFT_FENTRY(6)
-int fentry_free(u64 *ctx) { return ipft_hit(ctx, ipft_fentry_arg(ctx, 0), bpf_get_func_ip(ctx), KIND_FREE, 0, 0); }
+int fentry_free(u64 *ctx) { return ipft_hit_func(ctx, ipft_fentry_arg(ctx, 0), KIND_FREE); }
