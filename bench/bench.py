@@ -148,24 +148,36 @@ def ipftrace2(path: str, regex: str | None, backend: str, seconds: float, flood:
     row = {"backend": f"ipftrace2 {backend}", "sent": flood, "mbps_off_before": baseline(seconds)}
     out = tempfile.TemporaryFile(mode="w+")
     t0 = time.monotonic()
-    p = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE)
     ready = threading.Event()
     said: list[str] = []
 
     def read_stderr():
-        for line in p.stderr:     # universal newlines: its "\rAttaching ..." progress splits too
-            said.append(line)
-            if "Trace ready" in line:
-                row["start_s"] = time.monotonic() - t0
+        # Read as it comes (its progress lines end in "\r", not "\n"): the first "Attaching program"
+        # starts its attach, "Trace ready" ends it.
+        buf = b""
+        while True:
+            chunk = p.stderr.read1(4096)
+            if not chunk:
+                break
+            buf += chunk
+            now = time.monotonic()
+            if b"Attaching program" in buf and "attach_from" not in row:
+                row["attach_from"] = now
+            if b"Trace ready" in buf and "start_s" not in row:
+                row["start_s"] = now - t0
+                if "attach_from" in row:
+                    row["attach_s"] = now - row["attach_from"]
                 ready.set()
+        said.extend(buf.decode(errors="replace").replace("\r", "\n").splitlines(True))
         ready.set()
 
-    threading.Thread(target=read_stderr, daemon=True).start()
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
     ready.wait(timeout=3600)
-    progress = [m for line in said for m in re.findall(r"succeeded (\d+), failed (\d+)", line)]
-    if progress:
-        row["attached"], row["failed"] = int(progress[-1][0]), int(progress[-1][1])
+    row.pop("attach_from", None)
     if p.poll() is not None:
+        reader.join(timeout=30)
         row["note"] = "exited: " + " / ".join(line.strip() for line in said[-3:])
         return row
     ns = netns_up()
@@ -179,6 +191,10 @@ def ipftrace2(path: str, regex: str | None, backend: str, seconds: float, flood:
         p.wait(timeout=3600)
         row["stop_s"] = time.monotonic() - t1
         subprocess.run(["ip", "netns", "del", ns])
+    reader.join(timeout=30)
+    progress = [m for line in said for m in re.findall(r"succeeded (\d+), failed (\d+)", line)]
+    if progress:
+        row["attached"], row["failed"] = int(progress[-1][0]), int(progress[-1][1])
     row["mbps_off_after"] = baseline(seconds)
     out.seek(0)
     events = icmp = 0

@@ -35,17 +35,28 @@ POLL_BUDGET_S = 0.05
 
 
 class Symbolizer:
-    """Function address -> name for the functions we attached (nearest lower address)."""
+    """Function address -> name for the functions we attached (nearest lower address).
+
+    `pairs` is (address, name) pairs or a function returning them; the table is made at the first
+    lookup (after tracing started, not on the way to it)."""
 
     def __init__(self, pairs):
-        pairs = sorted(pairs)
+        self._pairs = pairs
+        self.addrs: list[int] = []
+        self.names: list[str] = []
+        self.cache: dict[int, str] = {}
+
+    def _build(self) -> None:
+        pairs = sorted(self._pairs() if callable(self._pairs) else self._pairs)
+        self._pairs = None
         self.addrs = [a for a, _ in pairs]
         self.names = [n for _, n in pairs]
-        self.cache: dict[int, str] = {}
 
     def __call__(self, addr: int) -> str | None:
         name = self.cache.get(addr)
         if name is None:
+            if self._pairs is not None:
+                self._build()
             i = bisect.bisect_right(self.addrs, addr) - 1
             # kprobes may report the address a few bytes in (IBT endbr, ftrace); allow 64
             if i >= 0 and addr - self.addrs[i] < 64:
@@ -201,8 +212,8 @@ class Tracer:
                 first = next(((n, res.failed[n]) for n in wanted if n in res.failed), ("?", "refused"))
                 raise EnvError(f"the kernel refused all {len(wanted)} functions for the {backend} backend "
                                f"({first[0]}: {first[1]}); try another -b")
-            self.symbolize = Symbolizer(
-                (addr, name) for name in res.attached for addr in kernel.addresses(name))
+            attached = list(res.attached)
+            self.symbolize = Symbolizer(lambda: [(a, n) for n in attached for a in kernel.addresses(n)])
             self.attached.extend(res.attached)
             self.failed.update(res.failed)
         else:
