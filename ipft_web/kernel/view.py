@@ -72,15 +72,12 @@ def read_snapshot(typedb, syms, catalog, key: str = "") -> snapshot_mod.Snapshot
 
 
 class KernelView:
-    def __init__(self, snap: snapshot_mod.Snapshot, typedb=None, syms=None, catalog=None, features=None,
-                 vmlinux: str | None = None):
+    def __init__(self, snap: snapshot_mod.Snapshot, typedb=None, syms=None, features=None):
         """`typedb`, `syms`: the type info and kallsyms the snapshot came from; read again on first
         use when the snapshot was stored (None)."""
         self.snap = snap
         self._typedb = typedb
         self._syms = syms
-        self.catalog = catalog
-        self._vmlinux = vmlinux
         self._features = features
         self._by_name = {f.name: f for f in snap.functions}
         self.tracepoints = snap.tracepoints
@@ -126,7 +123,7 @@ class KernelView:
             typedb = load_kernel_btf(modules=True)
         syms = kallsyms.load()
         catalog = catalog_mod.Catalog(typedb, syms)
-        view = cls(read_snapshot(typedb, syms, catalog, digest or ""), typedb, syms, catalog, vmlinux=vmlinux)
+        view = cls(read_snapshot(typedb, syms, catalog, digest or ""), typedb, syms)
         if digest:
             snapshot_mod.save(view.snap)
         return view
