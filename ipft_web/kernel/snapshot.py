@@ -26,7 +26,7 @@ import logging
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__, cachefiles
@@ -68,7 +68,6 @@ class Snapshot:
     has_addresses: bool
     symbols: object            # kallsyms.SymbolTable
     key: str = ""
-    extra_keys: dict = field(default_factory=dict)
 
 
 # -- key -------------------------------------------------------------------------------------------
@@ -230,7 +229,7 @@ def load(digest: str | None) -> Snapshot | None:
     try:
         doc = cachefiles.read_json(path, MAX_FILE, "kernel view")
         return None if doc is None else from_json(doc, digest)
-    except (OSError, ValueError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, TypeError, AttributeError) as exc:   # JSONDecodeError is a ValueError
         log.warning("ignoring the stored kernel view %s: %s", path, exc)
         return None
 
