@@ -34,9 +34,10 @@ def trusted(st: os.stat_result) -> bool:
     return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
-def cache_dir(sub: str | None = None, create: bool = False) -> Path | None:
-    """The cache directory (or its subdirectory `sub`) if it can be trusted; None otherwise."""
-    where = directory()
+def cache_dir(sub: str | None = None, create: bool = False, base: Path | None = None) -> Path | None:
+    """The cache directory (or its subdirectory `sub`) if it can be trusted; None otherwise.
+    `base`: the cache directory chosen earlier (default: IPFT_CACHE_DIR now)."""
+    where = base or directory()
     if where is None:
         return None
     dirs = [where] + ([where / sub] if sub else [])

@@ -79,7 +79,9 @@ def require_root() -> None:
 def precompile(vmlinux: str | None = None) -> float:
     """Load the kernel view and compile the program ahead of the first session; returns seconds."""
     started = time.monotonic()
-    program.compiled(KernelView.load(vmlinux=vmlinux), vmlinux)
+    view = KernelView.load(vmlinux=vmlinux)
+    program.compiled(view, vmlinux)
+    view.store()
     # and the backends' code, so that Start pays for attaching only (each import costs tens of
     # milliseconds under emulation)
     from .backends import fentry, kprobe, kprobe_multi, tracepoint  # noqa: F401
@@ -181,6 +183,7 @@ class Tracer:
         self.timings["start"] = round(time.monotonic() - t0, 3)
         self.state = "tracing"
         self.started_at = time.time()
+        kernel.store_soon()   # the first process of a boot stores its kernel view now, off the way here
 
     def _plans(self, kernel) -> list:
         """[(backend, kprobe catalog entries, tracepoint slots)] to try in order: the chosen backend,

@@ -221,6 +221,52 @@ def test_view_over_a_snapshot_answers_without_type_info(monkeypatch):
     assert view.typedb == "types" and view.typedb == "types" and loaded == [True], "read once, on first use"
 
 
+def test_a_view_read_in_this_process_is_stored_after_tracing_starts(tmp_path, monkeypatch):
+    """Sorting every symbol and writing them waits for store_soon() (the tracer calls it once attached)
+    or the process's exit; it goes where the cache was when the kernel was read."""
+    from ipft_web.kernel import btf, catalog, kallsyms
+    from ipft_web.kernel import view as view_mod
+    table = sample().symbols
+    sorts = []
+
+    class Syms:
+        def symbol_table(self):
+            sorts.append(1)
+            return table
+
+    monkeypatch.setattr(btf, "load_kernel_btf", lambda modules=True: "types")
+    monkeypatch.setattr(kallsyms, "load", Syms)
+    monkeypatch.setattr(catalog, "Catalog", lambda typedb, syms: None)
+    unsorted = sample()
+    unsorted.symbols = None
+    monkeypatch.setattr(view_mod, "read_snapshot", lambda typedb, syms, cat, key: unsorted)
+    registered = []
+    monkeypatch.setattr(view_mod.atexit, "register", registered.append)
+    monkeypatch.setenv("IPFT_CACHE_DIR", str(tmp_path / "then"))
+
+    view = KernelView._read(None, "k" * 64)
+    assert not (tmp_path / "then").exists() and not sorts, "nothing sorted or written on the way to tracing"
+    assert registered == [view.store], "stored at exit at the latest"
+    assert view.symbol(0xffffffff81000104) == "ip_rcv" and sorts == [1]
+    monkeypatch.setenv("IPFT_CACHE_DIR", str(tmp_path / "now"))
+    view.store_soon()
+    view._saver.join(timeout=30)
+    view.store()   # at exit: already done
+    assert not (tmp_path / "now").exists()
+    monkeypatch.setenv("IPFT_CACHE_DIR", str(tmp_path / "then"))
+    stored = snapshot.load("k" * 64)
+    assert stored is not None and stored.symbols.names == table.names
+    assert len(list((tmp_path / "then" / "kernel").glob("*.json"))) == 1
+
+
+def test_a_cache_that_cannot_be_written_costs_nothing_but_the_next_start(tmp_path):
+    (tmp_path / "file").write_text("")
+    view = KernelView(sample(), typedb="types", syms=object())
+    view._unsaved, view._store_base = True, tmp_path / "file"   # a file where the directory should be
+    view.store()
+    assert not view._unsaved
+
+
 # -- with this machine's kernel ----------------------------------------------------------------------
 PROBE = r"""
 import json, sys, time

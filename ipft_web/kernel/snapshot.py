@@ -66,7 +66,7 @@ class Snapshot:
     btf_ids: dict              # function name -> vmlinux BTF FUNC id
     addresses: dict            # function name -> [addresses]
     has_addresses: bool
-    symbols: object            # kallsyms.SymbolTable
+    symbols: object            # kallsyms.SymbolTable; None in a view read by this process until stored
     key: str = ""
 
 
@@ -234,10 +234,11 @@ def load(digest: str | None) -> Snapshot | None:
         return None
 
 
-def save(snap: Snapshot) -> Path | None:
+def save(snap: Snapshot, base: Path | None = None) -> Path | None:
+    """Store `snap` under the cache directory `base` (default: IPFT_CACHE_DIR now)."""
     if not snap.key:
         return None
-    where = cachefiles.cache_dir(SUBDIR, create=True)
+    where = cachefiles.cache_dir(SUBDIR, create=True, base=base)
     if where is None:
         return None
     path = cachefiles.write_json(where, f"{snap.key}.json", to_json(snap), "kernel view")

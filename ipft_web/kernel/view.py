@@ -10,11 +10,13 @@ field script asks for it.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import re
 import threading
 import time
 
+from .. import cachefiles
 from ..errors import EnvError
 from ..program import Tracepoint
 from . import snapshot as snapshot_mod
@@ -68,7 +70,7 @@ def read_snapshot(typedb, syms, catalog, key: str = "") -> snapshot_mod.Snapshot
         functions=functions, extra=extra, catalog_source=catalog.source, tracepoints=tps,
         kfree_skb_args=catalog.kfree_skb_args(), offsets=offsets, offsets_error=offsets_error,
         reasons={v: short_enum_name(k) for k, v in enum.items()}, btf_ids=btf_ids, addresses=addresses,
-        has_addresses=bool(getattr(syms, "has_addresses", False)), symbols=syms.symbol_table(), key=key)
+        has_addresses=bool(getattr(syms, "has_addresses", False)), symbols=None, key=key)
 
 
 class KernelView:
@@ -85,6 +87,9 @@ class KernelView:
         self.stored = typedb is None   # loaded from this boot's snapshot
         self.load_seconds = 0.0
         self._lazy = threading.Lock()
+        self._unsaved = False          # read from the kernel, not yet stored for the boot
+        self._store_base = None        # the cache directory when it was read
+        self._saver = None
 
     @classmethod
     def cached(cls, vmlinux: str | None = None) -> "KernelView | None":
@@ -124,9 +129,32 @@ class KernelView:
         syms = kallsyms.load()
         catalog = catalog_mod.Catalog(typedb, syms)
         view = cls(read_snapshot(typedb, syms, catalog, digest or ""), typedb, syms)
-        if digest:
-            snapshot_mod.save(view.snap)
+        view._store_base = cachefiles.directory() if digest else None
+        if view._store_base is not None:
+            # stored once tracing has started (store_soon), or at the latest when the process exits:
+            # sorting every symbol and writing them is not on the way to the first event
+            view._unsaved = True
+            atexit.register(view.store)
         return view
+
+    def store(self) -> None:
+        """Store this view for later processes of the boot, if it was read and not stored yet."""
+        with self._lazy:
+            if not self._unsaved:
+                return
+            self._unsaved = False
+            if self.snap.symbols is None:
+                self.snap.symbols = self.syms.symbol_table()
+            try:
+                snapshot_mod.save(self.snap, self._store_base)
+            except Exception as exc:   # a cache that cannot be written costs the next start, nothing else
+                log.warning("could not store the kernel view: %s", exc)
+
+    def store_soon(self) -> None:
+        """store() in a thread (the process waits for it at exit)."""
+        if self._unsaved and self._saver is None:
+            self._saver = threading.Thread(target=self.store, name="ipft-store-kernel-view")
+            self._saver.start()
 
     # -- what a stored view reads again on demand ----------------------------------------------
     @property
@@ -170,7 +198,10 @@ class KernelView:
         return self.syms.addresses(name)
 
     def symbol(self, addr: int) -> str | None:
-        return self.snap.symbols.symbolize(addr)
+        table = self.snap.symbols
+        if table is None:   # read from the kernel in this process: kallsyms sorts on first use
+            table = self.syms.symbol_table()
+        return table.symbolize(addr)
 
     def offsets(self) -> dict[str, int]:
         """Byte offsets of the fields the BPF program reads (program.FIELDS); EnvError if missing."""
