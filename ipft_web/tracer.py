@@ -213,7 +213,7 @@ class Tracer:
             res = self.backend.attach(functions, self.on_progress)
             for step, seconds in getattr(self.backend, "timings", {}).items():
                 self.timings[f"attach_{step}"] = seconds
-            wanted = [f.name for f in functions if self.config.matches(f.name)]
+            wanted = [f.name for f in functions if self.config.matches(f.name)] if res.failed else []
             if wanted and not set(wanted) & set(res.attached):
                 first = next(((n, res.failed[n]) for n in wanted if n in res.failed), ("?", "refused"))
                 raise EnvError(f"the kernel refused all {len(wanted)} functions for the {backend} backend "

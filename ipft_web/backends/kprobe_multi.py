@@ -34,48 +34,51 @@ class KprobeMultiBackend:
         self.links: list[int] = []
         self.timings: dict[str, float] = {}
 
-    def _link(self, prog_fd: int, items: list, result: AttachResult) -> None:
-        """`items`: [(name, address or None, cookie)], all with addresses or none."""
+    def _link(self, prog_fd: int, names: list, values: list, cookies: list, result: AttachResult) -> None:
+        """One link for `values` (addresses, or names when addresses are hidden), item by item with
+        `names` and `cookies`; a refused batch is split in halves down to the functions refused."""
         try:
-            cookies = [c for _n, _a, c in items]
-            if items[0][1] is None:
-                self.links.append(attach_kprobe_multi(prog_fd, [n for n, _a, _c in items], cookies))
+            if isinstance(values[0], str):
+                self.links.append(attach_kprobe_multi(prog_fd, values, cookies))
             else:
-                self.links.append(link_create_kprobe_multi_addrs(prog_fd, [a for _n, a, _c in items], cookies))
-            result.attached.extend(dict.fromkeys(n for n, _a, _c in items))
+                self.links.append(link_create_kprobe_multi_addrs(prog_fd, values, cookies))
+            result.attached.extend(dict.fromkeys(names) if len(names) != len(set(names)) else names)
         except (BPFError, ValueError) as exc:
-            if len(items) == 1:
-                result.failed[items[0][0]] = str(exc).splitlines()[0]
+            if len(values) == 1:
+                result.failed[names[0]] = str(exc).splitlines()[0]
                 return
-            half = len(items) // 2
-            self._link(prog_fd, items[:half], result)
-            self._link(prog_fd, items[half:], result)
+            half = len(values) // 2
+            self._link(prog_fd, names[:half], values[:half], cookies[:half], result)
+            self._link(prog_fd, names[half:], values[half:], cookies[half:], result)
 
     def attach(self, functions, progress=None) -> AttachResult:
         """One program (one verification), one link for every function."""
         result = AttachResult()
-        cookie: dict[str, int] = {}
-        duplicate: dict[str, bool] = {}
-        for fn in functions:
-            cookie[fn.name] = fn.pos | (FREE if fn.name == FREE_FUNC else 0)
-            duplicate[fn.name] = bool(getattr(fn, "duplicate", False))
+        cookie = {fn.name: fn.pos | (FREE if fn.name == FREE_FUNC else 0) for fn in functions}
         names = sorted(cookie)
-        addrs = {n: self.addresses(n) for n in names}
-        by_addr = bool(names) and all(addrs.values())
-        items = []
-        for n in names:
-            if by_addr:
-                items.extend((n, a, cookie[n]) for a in addrs[n])
-            elif len(addrs[n]) > 1 or duplicate[n]:
-                result.failed[n] = "name appears more than once in kallsyms, and addresses are hidden"
+        addrs = list(map(self.addresses, names))
+        if names and all(addrs):
+            if all(len(a) == 1 for a in addrs):   # the usual case: one address each
+                item_names, values, cookies = names, [a[0] for a in addrs], [cookie[n] for n in names]
             else:
-                items.append((n, None, cookie[n]))
+                item_names = [n for n, al in zip(names, addrs) for _a in al]
+                values = [a for al in addrs for a in al]
+                cookies = [cookie[n] for n in item_names]
+        else:   # addresses hidden: by name, and a name kallsyms lists twice can't be told apart
+            duplicate = {fn.name for fn in functions if getattr(fn, "duplicate", False)}
+            item_names = []
+            for n, al in zip(names, addrs):
+                if len(al) > 1 or n in duplicate:
+                    result.failed[n] = "name appears more than once in kallsyms, and addresses are hidden"
+                else:
+                    item_names.append(n)
+            values, cookies = item_names, [cookie[n] for n in item_names]
         started = time.monotonic()
         prog_fd = self.obj.prog_fd("kprobe_multi_skb", BPF_PROG_TYPE_KPROBE, BPF_TRACE_KPROBE_MULTI)
         self.timings["load"] = round(time.monotonic() - started, 3)
         started = time.monotonic()
-        if items:
-            self._link(prog_fd, items, result)
+        if values:
+            self._link(prog_fd, item_names, values, cookies, result)
         self.timings["link"] = round(time.monotonic() - started, 3)
         if progress:
             progress("attaching", len(names), len(names))

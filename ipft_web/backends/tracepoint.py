@@ -45,8 +45,11 @@ class TracepointBackend:
             except EnvError as exc:
                 return None, str(exc)
 
-        with ThreadPoolExecutor(max_workers=LOAD_THREADS) as pool:
-            loaded = list(pool.map(load, slots))
+        if len(slots) < 4:   # kfree_skb and consume_skb beside a function backend: no pool to start
+            loaded = [load(slot) for slot in slots]
+        else:
+            with ThreadPoolExecutor(max_workers=LOAD_THREADS) as pool:
+                loaded = list(pool.map(load, slots))
         for i, (slot, (prog_fd, err)) in enumerate(zip(slots, loaded), 1):
             tp = self.spec.slots[slot]
             if prog_fd is None:

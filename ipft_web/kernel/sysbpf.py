@@ -8,6 +8,7 @@ saying what it most likely means; program loads carry the verifier log).
 """
 from __future__ import annotations
 
+import array
 import ctypes
 import errno as _errno
 import os
@@ -435,14 +436,14 @@ def _kprobe_multi_link(prog_fd: int, field: str, values: list[int], cookies, ret
     """One kprobe-multi link from `values` in attr field `field` ("syms": name pointers, "addrs")."""
     if cookies is not None and len(cookies) != len(values):
         raise ValueError("cookies must have one entry per function")
-    arr = (ctypes.c_uint64 * max(len(values), 1))(*values)
+    arr = array.array("Q", values or [0])   # kept alive until the call returns
     attr = LinkCreateAttr(prog_fd=prog_fd, attach_type=BPF_TRACE_KPROBE_MULTI)
     attr.kprobe_multi.flags = BPF_F_KPROBE_MULTI_RETURN if retprobe else 0
     attr.kprobe_multi.cnt = len(values)
-    setattr(attr.kprobe_multi, field, ctypes.addressof(arr))
+    setattr(attr.kprobe_multi, field, arr.buffer_info()[0])
     if cookies is not None:
-        cookie_arr = (ctypes.c_uint64 * max(len(cookies), 1))(*[c & (2**64 - 1) for c in cookies])
-        attr.kprobe_multi.cookies = ctypes.addressof(cookie_arr)
+        cookie_arr = array.array("Q", [c & (2**64 - 1) for c in cookies] or [0])
+        attr.kprobe_multi.cookies = cookie_arr.buffer_info()[0]
     return _call(f"BPF_LINK_CREATE (kprobe-multi, {what})", BPF_LINK_CREATE, attr, KPROBE_MULTI_MEANING)
 
 
