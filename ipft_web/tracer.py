@@ -192,7 +192,8 @@ class Tracer:
         plans = []
         for backend in candidates:
             functions, slots = self._targets(kernel, backend)
-            chosen = [f.name for f in functions] + [kernel.tracepoints[s].label for s in slots]
+            chosen = [f.name for f in functions] + [n for s in slots
+                                                    for n in (kernel.tracepoints[s].label, kernel.tracepoints[s].name)]
             if any(self.config.matches(name) for name in chosen):
                 plans.append((backend, functions, slots))
         if not plans:

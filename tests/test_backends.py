@@ -156,3 +156,20 @@ def test_fentry_loads_one_program_per_function_and_counts_refusals(monkeypatch):
     assert sorted(b.fds) == [1011, 1012, 1012, 1013, 1013, 1014]   # a link and a program per function
     b.detach()
     assert sorted(closed) == [1011, 1012, 1012, 1013, 1013, 1014] and b.fds == []
+
+
+def test_a_regex_naming_a_tracepoint_without_its_group_selects_it(monkeypatch):
+    """-r '^netif_receive_skb$' picks net:netif_receive_skb on the tracepoint backend (the slot was
+    chosen by name, and the plan must not then look only at the label)."""
+    from types import SimpleNamespace
+
+    from ipft_web.config import TraceConfig
+    from ipft_web.program import Tracepoint
+    from ipft_web.tracer import Tracer
+    kernel = SimpleNamespace(skb_functions=lambda: [], function=lambda name: None,
+                             tracepoints=[Tracepoint(name="netif_receive_skb", group="net", arg=0),
+                                          Tracepoint(name="kfree_skb", group="skb", arg=0)])
+    t = Tracer(TraceConfig(mark=1, regex="^netif_receive_skb$", backend="tracepoint"), lambda j: None)
+    monkeypatch.setattr(t, "_candidates", lambda k: ["tracepoint"])
+    [(backend, functions, slots)] = t._plans(kernel)
+    assert backend == "tracepoint" and functions == [] and slots == [0, 1]
