@@ -20,6 +20,7 @@ Traffic never leaves the namespaces a test made (or the loopback device).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -32,7 +33,13 @@ def pytest_configure(config):
     the first trace of each kind compiles with BCC, the later ones load what it stored, so both
     paths run, and nothing of a test run lands in the machine's /var/cache."""
     if "IPFT_CACHE_DIR" not in os.environ:
-        os.environ["IPFT_CACHE_DIR"] = tempfile.mkdtemp(prefix="ipft-test-cache-")
+        os.environ["IPFT_CACHE_DIR"] = config._ipft_cache = tempfile.mkdtemp(prefix="ipft-test-cache-")
+
+
+def pytest_unconfigure(config):
+    made = getattr(config, "_ipft_cache", None)
+    if made:   # programs and kernel views of this run: megabytes each, never used again
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):
