@@ -9,12 +9,15 @@ Run as root, ideally inside a guest kernel (bench/run-guest.sh [VERSION] [args] 
                                                                   # (bench/build-ipftrace2.sh builds one)
 
 Measured per backend, for all skb functions (or -r):
-  start     time-to-tracing (kernel introspection + compile + attach), and its parts
+  start     time-to-tracing: in the dashboard (program compiled at start-up, precompile_s; then
+            Start: kernel view + program from memory + attach, and its parts), and for the CLI
+            from nothing, from its program cache, and from both caches
   detach    time to take every probe away
   flood     a marked ping flood in a network namespace: packets sent, journeys seen, events lost
   overhead  TCP throughput over loopback in a namespace with the tracer attached, unmarked traffic,
             as a ratio of the throughput with no tracer, measured just before and just after
-            (iperf3 when installed, else a Python sender)
+            (iperf3 when installed, else a Python sender); --overhead-rounds N repeats it N times,
+            interleaved with ipftrace2, and prints each ratio and the median
 Under emulation (virtme-ng --disable-kvm) compare ratios, not absolute times.
 """
 from __future__ import annotations
@@ -32,7 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from ipft_web.config import TraceConfig  # noqa: E402
 from ipft_web.kernel.view import KernelView  # noqa: E402
-from ipft_web.tracer import Tracer  # noqa: E402
+from ipft_web.tracer import Tracer, precompile  # noqa: E402
 
 MARK = 0xBE4C
 
@@ -77,6 +80,9 @@ def tcp_throughput(ns: str, seconds: float) -> float:
 def run_backend(backend: str, regex: str | None, seconds: float, flood: int) -> dict:
     row = {"backend": backend, "mbps_off_before": baseline(seconds)}
     journeys = []
+    # as the dashboard does at start-up: the kernel view and the program are ready before Start,
+    # so start_s is what pressing Start costs (the CLI rows show a start from nothing)
+    row["precompile_s"] = precompile()
     t0 = time.monotonic()
     tracer = Tracer(TraceConfig(mark=MARK, regex=regex, backend=backend), journeys.append)
     tracer.start()
@@ -213,17 +219,73 @@ def cli_start(regex: str | None, backend: str, cache: str) -> dict:
     t0 = time.monotonic()
     p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
                          cwd=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    ready, how = None, ""
+    ready, how, view = None, "", "kernel read"
     for line in p.stderr:
+        if "kernel view loaded from this boot's cache" in line:
+            view = "kernel view stored"
         if line.startswith("BPF program "):
-            how = "cache" if "from the cache" in line else "compiled"
+            how = "program cached" if "from the cache" in line else "compiled"
         if line.startswith("tracing "):
             ready = time.monotonic() - t0
             break
     t1 = time.monotonic()
     p.send_signal(signal.SIGINT)
     p.communicate(timeout=1800)
-    return {"backend": f"ipft CLI {backend} ({how or '?'})", "start_s": ready, "stop_s": time.monotonic() - t1}
+    return {"backend": f"ipft CLI {backend} ({how or '?'}, {view})", "start_s": ready, "stop_s": time.monotonic() - t1}
+
+
+def ipftrace2_attached(path: str, regex: str | None, backend: str):
+    """An ipftrace2 process that has said "Trace ready" (or None if it exited first)."""
+    import threading
+    argv = [path, "-m", hex(MARK), "-b", IPFT2_BACKEND.get(backend, backend), "-o", "json"]
+    argv += ["-r", regex] if regex else []
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ready = threading.Event()
+
+    def read_stderr():
+        buf = b""
+        while chunk := p.stderr.read1(4096):
+            buf = (buf + chunk)[-4096:]
+            if b"Trace ready" in buf:
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=read_stderr, daemon=True).start()
+    ready.wait(timeout=3600)
+    return p if p.poll() is None else None
+
+
+def overhead_rounds(backend: str, regex: str | None, seconds: float, rounds: int, ipft2: str | None) -> list[dict]:
+    """Unmarked throughput with each tracer attached, against tracer-off runs on either side, in
+    `rounds` interleaved rounds (off, ipft-web, off, ipftrace2, off; the order flips each round), so
+    that the guest's drift falls on both alike. One ratio per round and tool; the median is the figure."""
+    import statistics
+    tracer_cfg = TraceConfig(mark=MARK, regex=regex, backend=backend)
+    tools = ["ipft-web"] + (["ipftrace2"] if ipft2 else [])
+    ratios: dict[str, list[float]] = {t: [] for t in tools}
+    for r in range(rounds):
+        order = tools if r % 2 == 0 else tools[::-1]
+        before = baseline(seconds)
+        for tool in order:
+            if tool == "ipft-web":
+                t = Tracer(tracer_cfg, lambda j: None)
+                t.start()
+                on = baseline(seconds)
+                t.stop()
+            else:
+                p = ipftrace2_attached(ipft2, regex, backend)
+                if p is None:
+                    continue
+                on = baseline(seconds)
+                p.send_signal(signal.SIGINT)
+                p.wait(timeout=3600)
+            after = baseline(seconds)
+            ratios[tool].append(on / ((before + after) / 2))
+            print(f"overhead round {r + 1} {tool} {backend}: off {before:.1f}, on {on:.1f}, off {after:.1f} MB/s",
+                  flush=True)
+            before = after
+    return [{"tool": f"{t} {backend}", "rounds": len(v), "ratios": " ".join(f"{x:.2f}" for x in v),
+             "median": f"{statistics.median(v):.2f}x" if v else ""} for t, v in ratios.items()]
 
 
 def main() -> int:
@@ -232,6 +294,9 @@ def main() -> int:
     ap.add_argument("-r", "--regex", help="function filter (default: every skb function)")
     ap.add_argument("--seconds", type=float, default=5, help="length of each throughput run")
     ap.add_argument("--flood", type=int, default=2000, help="marked pings in the flood")
+    ap.add_argument("--overhead-rounds", type=int, default=0, metavar="N",
+                    help="also measure the unmarked overhead in N interleaved rounds with ipftrace2 (IPFT2); "
+                         "each round attaches and detaches every backend once")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench: needs root", file=sys.stderr)
@@ -239,6 +304,7 @@ def main() -> int:
     import tempfile
     os.environ["IPFT_CACHE_DIR"] = tempfile.mkdtemp(prefix="ipft-bench-cache-")   # the first start compiles
     kernel = KernelView.load()
+    kernel.store()   # now, not while the first row measures throughput
     backends = args.backend or kernel.backends()
     print(f"kernel {os.uname().release}; {len(kernel.skb_functions())} skb functions; backends {backends}")
     base = baseline(args.seconds)
@@ -248,7 +314,11 @@ def main() -> int:
         rows.append(run_backend(b, args.regex, args.seconds, args.flood))
         print("done:", {k: v for k, v in rows[-1].items() if k != "refused"}, flush=True)
     cache = tempfile.mkdtemp(prefix="ipft-bench-cache-")
-    for _ in ("cold", "warm"):   # a fresh cache: the first run compiles, the second loads
+    # a fresh cache: the first run reads the kernel and compiles, the second loads both; the third
+    # loads the program but reads the kernel (the first run of a boot)
+    for run in ("cold", "warm", "first of a boot"):
+        if run == "first of a boot":
+            shutil.rmtree(os.path.join(cache, "kernel"), ignore_errors=True)
         rows.append(cli_start(args.regex, backends[0], cache))
         print("done:", {k: v for k, v in rows[-1].items() if k != "refused"}, flush=True)
     if os.environ.get("IPFT2"):
@@ -256,7 +326,7 @@ def main() -> int:
             if b != "tracepoint":   # ipftrace2 has no tracepoint backend
                 rows.append(ipftrace2(os.environ["IPFT2"], args.regex, b, args.seconds, args.flood))
                 print("done:", {k: v for k, v in rows[-1].items() if k != "refused"}, flush=True)
-    cols = ["backend", "attached", "failed", "kernel_s", "compile_s", "attach_s", "attach_load_s", "attach_link_s",
+    cols = ["backend", "attached", "failed", "precompile_s", "kernel_s", "compile_s", "attach_s", "attach_load_s", "attach_link_s",
             "attach_tp_s", "start_s", "stop_s", "detach_s",
             "events_per_s", "sent", "journeys", "lost", "mbps_off", "mbps_on", "overhead"]
     print()
@@ -273,6 +343,17 @@ def main() -> int:
     for r in rows:
         for name, why in list((r.get("refused") or {}).items())[:10]:
             print(f"{r['backend']}: refused {name}: {why}")
+    if args.overhead_rounds > 0:
+        table = []
+        for b in backends:
+            table += overhead_rounds(b, args.regex, args.seconds, args.overhead_rounds,
+                                     os.environ.get("IPFT2") if b != "tracepoint" else None)
+        print()
+        print("unmarked overhead, interleaved rounds (throughput with the tracer / without, on either side)")
+        print("tool | rounds | ratios | median")
+        print("--- | --- | --- | ---")
+        for row in table:
+            print(" | ".join(str(row[c]) for c in ("tool", "rounds", "ratios", "median")))
     return 0
 
 
