@@ -30,22 +30,50 @@ class Kallsyms:
     def __init__(self, text: str = ""):
         entries = _ENTRY.findall(text)          # [(hex address, name, module or "")]
         self._entries = entries
-        first: dict[str, str] = {}
-        dups: set[str] = set()
-        modules: dict[str, str] = {}
-        for hexaddr, name, mod in reversed(entries):   # reversed: the first listed wins
-            if name in first:
-                dups.add(name)
-            first[name] = hexaddr
-            if mod:
-                modules[name] = mod
-        self._first_hex = first
-        self._dups = dups
-        self._modules = modules
         self._total = len(entries)
+        self._names: tuple | None = None        # (first address by name, duplicates, modules)
         self._table: SymbolTable | None = None
         self._dup_addrs: dict[str, list[int]] | None = None
         self.has_addresses = bool(entries and entries[0][0].strip("0"))
+
+    def _index(self) -> tuple:
+        """The name index, made on first use (a view from the kernel build cache asks only
+        addresses_of(), which needs none)."""
+        if self._names is None:
+            first: dict[str, str] = {}
+            dups: set[str] = set()
+            modules: dict[str, str] = {}
+            for hexaddr, name, mod in reversed(self._entries):   # reversed: the first listed wins
+                if name in first:
+                    dups.add(name)
+                first[name] = hexaddr
+                if mod:
+                    modules[name] = mod
+            self._names = (first, dups, modules)
+        return self._names
+
+    @property
+    def _first_hex(self) -> dict:
+        return self._index()[0]
+
+    @property
+    def _dups(self) -> set:
+        return self._index()[1]
+
+    @property
+    def _modules(self) -> dict:
+        return self._index()[2]
+
+    def addresses_of(self, names) -> dict[str, list[int]]:
+        """{name: every address, in listing order} for those of `names` listed; one pass."""
+        if not self.has_addresses:
+            return {}
+        wanted = set(names)
+        found: dict[str, list[int]] = {}
+        for hexaddr, name, _mod in self._entries:
+            if name in wanted:
+                found.setdefault(name, []).append(int(hexaddr, 16))
+        return found
 
     @classmethod
     def parse(cls, text: str) -> "Kallsyms":
