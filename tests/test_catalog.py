@@ -208,3 +208,11 @@ def test_host_duplicates_flagged(host_catalog):
     dups = [e for e in host_catalog.skb_functions() if k.count(e.name) > 1]
     assert all(e.duplicate for e in dups)
     assert not any(e.duplicate for e in host_catalog.skb_functions() if k.count(e.name) <= 1)
+
+
+def test_addresses_of_many_names_in_one_pass():
+    k = Kallsyms(KALLSYMS_TEXT)
+    names = sorted(k.names())[:3] + ["not_there"]
+    assert k.addresses_of(names) == {n: k.addresses(n) for n in names if n in k}
+    hidden = Kallsyms(re.sub(r"^[0-9a-f]+", "0000000000000000", KALLSYMS_TEXT, flags=re.M))
+    assert hidden.addresses_of(names) == {}

@@ -148,6 +148,65 @@ def test_key_follows_what_can_be_read(proc, tmp_path, monkeypatch):
     assert snapshot.key() != before, "tracefs mounted after the first run: the catalog's source changes"
 
 
+@pytest.fixture
+def btf_dir(tmp_path, monkeypatch, proc):
+    """A made-up /sys/kernel/btf and tracing lists for the build key."""
+    root = tmp_path / "btf"
+    root.mkdir()
+    (root / "vmlinux").write_bytes(b"vmlinux types")
+    (root / "veth").write_bytes(b"veth types")
+    monkeypatch.setattr(snapshot, "SYS_BTF", str(root))
+    lists = (tmp_path / "available_filter_functions", tmp_path / "none", tmp_path / "blacklist")
+    monkeypatch.setattr(snapshot, "READABLE", tuple(map(str, lists)))
+    return {"root": root, "ftrace": lists[0], "blacklist": lists[2], **proc}
+
+
+def test_build_key_follows_the_type_info_not_the_boot(btf_dir):
+    first = snapshot.build_key()
+    assert first and first == snapshot.build_key()
+    btf_dir["boot"].write_text("ffff\n")
+    btf_dir["modules"].write_text("veth 40960 0 - Live 0xffffffffc0c00000\nbridge 311296 1 br_netfilter, Live 0xffffffffc0d00000\n")
+    assert snapshot.build_key() == first, "another boot, modules at other addresses: the same build"
+    (btf_dir["root"] / "veth").write_bytes(b"veth types, rebuilt")
+    rebuilt = snapshot.build_key()
+    assert rebuilt != first, "a module's type info changed"
+    btf_dir["modules"].write_text("veth 40960 0 - Live 0xffffffffc0c00000\n")
+    gone = snapshot.build_key()
+    assert gone not in (first, rebuilt), "a module gone"
+    btf_dir["ftrace"].write_text("ip_rcv\n")
+    listed = snapshot.build_key()
+    assert listed != gone, "ftrace's list readable now"
+    btf_dir["ftrace"].write_text("ip_rcv\nudp_rcv\n")
+    assert snapshot.build_key() != listed, "ftrace's list says something else"
+    btf_dir["blacklist"].write_text("0xffffffff81000000-0xffffffff81000010\tdo_int3\n")
+    black = snapshot.build_key()
+    btf_dir["blacklist"].write_text("0xffffffffa1000000-0xffffffffa1000010\tdo_int3\n")
+    assert snapshot.build_key() == black, "the blacklist's addresses move at each boot; its names count"
+    (btf_dir["root"] / "vmlinux").unlink()
+    assert snapshot.build_key() is None, "no vmlinux BTF: nothing kept for later boots"
+
+
+def test_a_build_part_keeps_no_address_and_takes_this_boots(tmp_path, monkeypatch):
+    from ipft_web.kernel.kallsyms import Kallsyms
+    part = snapshot.build_part(sample(), "b" * 64)
+    assert part.addresses == {} and not part.has_addresses and len(part.symbols) == 0 and part.key == "b" * 64
+    monkeypatch.setenv("IPFT_CACHE_DIR", str(tmp_path / "c"))
+    assert snapshot.save(part, sub=snapshot.BUILD_SUBDIR).parent == tmp_path / "c" / "kernel-build"
+    back = snapshot.load("b" * 64, snapshot.BUILD_SUBDIR)
+    assert back is not None and back.functions == sample().functions and back.btf_ids == sample().btf_ids
+    assert snapshot.load("b" * 64) is None, "boot snapshots and build parts are kept apart"
+    syms = Kallsyms("ffffffff82000100 T ip_rcv\nffffffff82000400 t kfree_skbmem\n"
+                    "ffffffffc1001000 t mod_xmit\t[veth]\nffffffffc1002000 t mod_xmit\t[veth]\n"
+                    "ffffffff82000500 T unrelated\n")
+    snap = snapshot.with_addresses(back, syms, "k" * 64)
+    assert snap.addresses == {"ip_rcv": [0xffffffff82000100], "kfree_skbmem": [0xffffffff82000400],
+                              "mod_xmit": [0xffffffffc1001000, 0xffffffffc1002000]}
+    assert snap.has_addresses and snap.symbols is None and snap.key == "k" * 64
+    view = KernelView(snap, syms=syms)
+    assert view.symbol(0xffffffff82000504) == "unrelated", "symbolized from this boot's kallsyms"
+    assert view.addresses("mod_xmit") == [0xffffffffc1001000, 0xffffffffc1002000]
+
+
 # -- on disk ---------------------------------------------------------------------------------------
 def test_store_and_load(tmp_path, monkeypatch):
     monkeypatch.setenv("IPFT_CACHE_DIR", str(tmp_path / "c"))
@@ -296,14 +355,20 @@ def test_a_second_process_loads_the_same_view(tmp_path):
         return json.loads(out.stdout)
 
     first, second = probe(), probe()
+    for p in (tmp_path / "c" / "kernel").glob("*.json"):   # as after a reboot: the build part stays
+        p.unlink()
+    third = probe()
     assert not first["stored"] and first["typedb_loaded"]
     assert second["stored"] and not second["typedb_loaded"], "the second process read no type info"
-    seconds = (first.pop("seconds"), second.pop("seconds"))
-    for doc in (first, second):
+    assert third["stored"] and not third["typedb_loaded"], "nor did one of a later boot"
+    seconds = [doc.pop("seconds") for doc in (first, second, third)]
+    for doc in (first, second, third):
         doc.pop("stored"), doc.pop("typedb_loaded")
-    assert first == second
+    assert first == second == third
     assert first["functions"] and first["addresses"] and first["symbol"] == first["name"]
-    print(f"\nkernel view: read {seconds[0]:.2f} s, from the stored snapshot {seconds[1]:.2f} s")
+    assert len(list((tmp_path / "c" / "kernel").glob("*.json"))) == 1, "the third stored this boot's again"
+    print(f"\nkernel view: read {seconds[0]:.2f} s, from the boot's snapshot {seconds[1]:.2f} s, "
+          f"from the kernel's (kallsyms read) {seconds[2]:.2f} s")
 
 
 @pytest.mark.root

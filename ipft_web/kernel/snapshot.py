@@ -5,6 +5,11 @@ catalog) is most of an `ipft` start: about 1 s on real hardware, 10 s and more u
 Its results only change when the kernel does: at a reboot, or when a module comes or goes. So the
 first run of a boot stores them, and later runs load them instead of reading the kernel again.
 
+Most of it outlives a reboot: only addresses move (KASLR). So each snapshot is also stored
+without them, under a key made from the content of the type info it was read from (build_key);
+the first run of a later boot of the same kernel and modules loads that part and reads only
+kallsyms for the addresses.
+
 The key holds the boot id, the loaded modules (name, size, address), which of the tracing lists
 were readable, kptr_restrict, the kernel build, and the stamp of the code that made the view.
 Anything else that changes them (a module reloaded at the same address with the same size) is
@@ -26,7 +31,7 @@ import logging
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import __version__, cachefiles
@@ -35,7 +40,9 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1
 SUBDIR = "kernel"
+BUILD_SUBDIR = "kernel-build"
 KEEP = 4
+SYS_BTF = "/sys/kernel/btf"
 MAX_FILE = 64 << 20
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 MODULES = "/proc/modules"
@@ -112,6 +119,60 @@ def key() -> str | None:
              uname.machine, _modules(), [os.access(p, os.R_OK) for p in READABLE], _read(KPTR_RESTRICT).strip(),
              os.geteuid()]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def _file_digest(h, path: Path) -> bool:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    h.update(f"{path.name}\0{len(data)}\0".encode())
+    h.update(data)
+    return True
+
+
+def build_key() -> str | None:
+    """The key of what a view holds that outlives a boot (everything but addresses), or None.
+
+    It holds the content of every BTF object (vmlinux and each module's), of ftrace's function
+    list and the names in the kprobe blacklist when they can be read, the loaded modules (name and
+    size), the kernel build and the code stamp: what the functions, offsets, BTF ids, drop reasons
+    and tracepoints are read from. Addresses move at every boot (KASLR) and are read again."""
+    h = hashlib.sha256()
+    uname = os.uname()
+    mods = sorted(" ".join(m.split()[:2]) for m in _modules())
+    head = [FORMAT, "build", __version__, sys.version_info[:2], _code_stamp(), uname.release, uname.version,
+            uname.machine, mods, [os.access(p, os.R_OK) for p in READABLE], os.geteuid()]
+    h.update(json.dumps(head).encode())
+    root = Path(SYS_BTF)
+    try:
+        names = sorted(p.name for p in root.iterdir())
+    except OSError:
+        return None
+    if "vmlinux" not in names:
+        return None
+    for name in names:
+        if not _file_digest(h, root / name):
+            return None   # a module going away while we look: no key, nothing cached
+    for path in READABLE[:2]:   # available_filter_functions
+        _file_digest(h, Path(path))
+    blacklist = _read(READABLE[2])
+    h.update("\n".join(sorted(line.split()[1] for line in blacklist.splitlines() if len(line.split()) >= 2)).encode())
+    return h.hexdigest()
+
+
+def build_part(snap: Snapshot, digest: str) -> Snapshot:
+    """`snap` without what a reboot moves (addresses, the symbol table), under the build key."""
+    from .kallsyms import SymbolTable
+    return replace(snap, addresses={}, has_addresses=False, symbols=SymbolTable(array.array("Q"), []), key=digest)
+
+
+def with_addresses(part: Snapshot, syms, digest: str) -> Snapshot:
+    """A build part completed with this boot's addresses from kallsyms (`syms`), under the boot key;
+    its symbol table is made from `syms` when first needed (symbols None)."""
+    addresses = syms.addresses_of([f.name for f in [*part.functions, *part.extra.values()]])
+    return replace(part, addresses=addresses, has_addresses=bool(getattr(syms, "has_addresses", False)),
+                   symbols=None, key=digest)
 
 
 # -- to and from JSON ------------------------------------------------------------------------------
@@ -218,11 +279,12 @@ def _list(doc: dict, name: str) -> list:
 
 
 # -- on disk ---------------------------------------------------------------------------------------
-def load(digest: str | None) -> Snapshot | None:
-    """This boot's snapshot, or None (absent, no cache, untrusted, or damaged)."""
+def load(digest: str | None, sub: str = SUBDIR) -> Snapshot | None:
+    """This boot's snapshot (or with sub=BUILD_SUBDIR this build's part), or None (absent, no
+    cache, untrusted, or damaged)."""
     if digest is None:
         return None
-    where = cachefiles.cache_dir(SUBDIR)
+    where = cachefiles.cache_dir(sub)
     if where is None:
         return None
     path = where / f"{digest}.json"
@@ -234,11 +296,11 @@ def load(digest: str | None) -> Snapshot | None:
         return None
 
 
-def save(snap: Snapshot, base: Path | None = None) -> Path | None:
+def save(snap: Snapshot, base: Path | None = None, sub: str = SUBDIR) -> Path | None:
     """Store `snap` under the cache directory `base` (default: IPFT_CACHE_DIR now)."""
     if not snap.key:
         return None
-    where = cachefiles.cache_dir(SUBDIR, create=True, base=base)
+    where = cachefiles.cache_dir(sub, create=True, base=base)
     if where is None:
         return None
     path = cachefiles.write_json(where, f"{snap.key}.json", to_json(snap), "kernel view")
@@ -248,4 +310,4 @@ def save(snap: Snapshot, base: Path | None = None) -> Path | None:
 
 
 def clear() -> int:
-    return cachefiles.clear(cachefiles.cache_dir(SUBDIR))
+    return cachefiles.clear(cachefiles.cache_dir(SUBDIR)) + cachefiles.clear(cachefiles.cache_dir(BUILD_SUBDIR))

@@ -89,6 +89,7 @@ class KernelView:
         self._lazy = threading.Lock()
         self._unsaved = False          # read from the kernel, not yet stored for the boot
         self._store_base = None        # the cache directory when it was read
+        self._build_key = None         # read from type info: also stored for later boots under this
         self._saver = None
 
     @classmethod
@@ -104,20 +105,35 @@ class KernelView:
             view = _cache.get(vmlinux)
             if view is None:
                 started = time.monotonic()
-                digest = None if vmlinux else snapshot_mod.key()
+                # (no key without a cache: nothing would be looked up or stored)
+                digest = None if vmlinux or cachefiles.directory() is None else snapshot_mod.key()
                 snap = snapshot_mod.load(digest)
                 if snap is not None:
                     log.info("kernel view loaded from this boot's cache (%s)", digest[:12])
                     view = cls(snap)
                 else:
-                    view = cls._read(vmlinux, digest)
+                    build = snapshot_mod.build_key() if digest else None
+                    view = cls._from_build(digest, build) or cls._read(vmlinux, digest, build)
                 view.load_seconds = time.monotonic() - started
                 _cache[vmlinux] = view
             return view
 
     @classmethod
-    def _read(cls, vmlinux: str | None, digest: str | None) -> "KernelView":
-        """Read the kernel (and store what was read under `digest`, when there is one)."""
+    def _from_build(cls, digest: str | None, build: str | None) -> "KernelView | None":
+        """This kernel's view from an earlier boot, with this boot's addresses; None if not stored."""
+        part = snapshot_mod.load(build, snapshot_mod.BUILD_SUBDIR)
+        if part is None:
+            return None
+        from . import kallsyms
+        syms = kallsyms.load()
+        log.info("kernel view loaded from this kernel's cache (%s), addresses from kallsyms", build[:12])
+        view = cls(snapshot_mod.with_addresses(part, syms, digest), syms=syms)
+        view._store_later()
+        return view
+
+    @classmethod
+    def _read(cls, vmlinux: str | None, digest: str | None, build: str | None = None) -> "KernelView":
+        """Read the kernel (and store what was read under `digest` and `build`, when there are)."""
         from . import catalog as catalog_mod
         from . import kallsyms
         if vmlinux:
@@ -129,13 +145,18 @@ class KernelView:
         syms = kallsyms.load()
         catalog = catalog_mod.Catalog(typedb, syms)
         view = cls(read_snapshot(typedb, syms, catalog, digest or ""), typedb, syms)
-        view._store_base = cachefiles.directory() if digest else None
-        if view._store_base is not None:
-            # stored once tracing has started (store_soon), or at the latest when the process exits:
-            # sorting every symbol and writing them is not on the way to the first event
-            view._unsaved = True
-            atexit.register(view.store)
+        if digest:
+            view._build_key = build
+            view._store_later()
         return view
+
+    def _store_later(self) -> None:
+        """Stored once tracing has started (store_soon), or at the latest when the process exits:
+        sorting every symbol and writing them is not on the way to the first event."""
+        self._store_base = cachefiles.directory()
+        if self._store_base is not None:
+            self._unsaved = True
+            atexit.register(self.store)
 
     def store(self) -> None:
         """Store this view for later processes of the boot, if it was read and not stored yet."""
@@ -147,6 +168,9 @@ class KernelView:
                 self.snap.symbols = self.syms.symbol_table()
             try:
                 snapshot_mod.save(self.snap, self._store_base)
+                if self._build_key:
+                    snapshot_mod.save(snapshot_mod.build_part(self.snap, self._build_key), self._store_base,
+                                      snapshot_mod.BUILD_SUBDIR)
             except Exception as exc:   # a cache that cannot be written costs the next start, nothing else
                 log.warning("could not store the kernel view: %s", exc)
 
