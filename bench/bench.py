@@ -223,6 +223,8 @@ def cli_start(regex: str | None, backend: str, cache: str) -> dict:
     for line in p.stderr:
         if "kernel view loaded from this boot's cache" in line:
             view = "kernel view stored"
+        elif "kernel view loaded from this kernel's cache" in line:
+            view = "kernel view of an earlier boot, kallsyms read"
         if line.startswith("BPF program "):
             how = "program cached" if "from the cache" in line else "compiled"
         if line.startswith("tracing "):
@@ -315,10 +317,13 @@ def main() -> int:
         print("done:", {k: v for k, v in rows[-1].items() if k != "refused"}, flush=True)
     cache = tempfile.mkdtemp(prefix="ipft-bench-cache-")
     # a fresh cache: the first run reads the kernel and compiles, the second loads both; the third
-    # loads the program but reads the kernel (the first run of a boot)
-    for run in ("cold", "warm", "first of a boot"):
-        if run == "first of a boot":
+    # is the first run of a later boot (this boot's view deleted: the kernel's is kept), the fourth
+    # reads the kernel with the program cached (both views deleted)
+    for run in ("cold", "warm", "later boot", "kernel read"):
+        if run in ("later boot", "kernel read"):
             shutil.rmtree(os.path.join(cache, "kernel"), ignore_errors=True)
+        if run == "kernel read":
+            shutil.rmtree(os.path.join(cache, "kernel-build"), ignore_errors=True)
         rows.append(cli_start(args.regex, backends[0], cache))
         print("done:", {k: v for k, v in rows[-1].items() if k != "refused"}, flush=True)
     if os.environ.get("IPFT2"):
