@@ -14,6 +14,7 @@ import base64
 import ctypes
 import os
 import struct
+import threading
 from dataclasses import dataclass, field
 
 from .errors import EnvError
@@ -184,6 +185,7 @@ class BPFObject:
         self.fields = fields        # built with the field reader (for the verifier-refusal hint)
         self.map_fds: dict[str, int] = {}
         self._progs: dict[tuple, int] = {}
+        self._progs_lock = threading.Lock()
         try:
             for spec in image.maps.values():
                 self.map_fds[spec.name] = sysbpf.map_create(spec.type, spec.key_size, spec.value_size,
@@ -209,15 +211,21 @@ class BPFObject:
     def prog_fd(self, name: str, prog_type: int, expected_attach_type: int = 0) -> int:
         """The program `name` loaded for `prog_type` (once per process and type)."""
         key = (name, prog_type, expected_attach_type)
-        if key not in self._progs:
-            try:
-                self._progs[key] = sysbpf.prog_load(prog_type, self.insns(name),
-                                                    expected_attach_type=expected_attach_type,
-                                                    license=self.image.license, name=name[:15],
-                                                    log_size=1 << 22)
-            except sysbpf.BPFError as exc:
-                raise EnvError(refusal(name, exc, self.fields)) from None
-        return self._progs[key]
+        found = self._progs.get(key)
+        if found is not None:
+            return found
+        try:
+            fd = sysbpf.prog_load(prog_type, self.insns(name), expected_attach_type=expected_attach_type,
+                                  license=self.image.license, name=name[:15], log_size=1 << 22)
+        except sysbpf.BPFError as exc:
+            raise EnvError(refusal(name, exc, self.fields)) from None
+        # loaded outside the lock (the verifier may take a while; the tracepoint backend loads in
+        # parallel); two threads loading the same one keep the first
+        with self._progs_lock:
+            found = self._progs.setdefault(key, fd)
+        if found != fd:
+            os.close(fd)
+        return found
 
     def close(self) -> None:
         for fd in list(self._progs.values()) + list(self.map_fds.values()):

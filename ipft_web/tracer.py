@@ -80,11 +80,21 @@ def precompile(vmlinux: str | None = None) -> float:
     """Load the kernel view and compile the program ahead of the first session; returns seconds."""
     started = time.monotonic()
     view = KernelView.load(vmlinux=vmlinux)
-    program.compiled(view, vmlinux)
+    prog = program.compiled(view, vmlinux)
     view.store()
-    # and the backends' code, so that Start pays for attaching only (each import costs tens of
-    # milliseconds under emulation)
-    from .backends import fentry, kprobe, kprobe_multi, tracepoint  # noqa: F401
+    # and the rest of what Start would do before attaching, so that it pays for the links only:
+    # the backends' code (each import costs tens of milliseconds under emulation), the probe of
+    # the backend -b auto picks, and that backend's programs through the verifier
+    from .backends import fentry, kprobe, kprobe_multi, preload, tracepoint  # noqa: F401
+    from .fields import decode  # noqa: F401
+    try:
+        require_root()   # its probe is kept for the process
+    except EnvError:
+        return time.monotonic() - started
+    for backend in AUTO_ORDER:
+        if view.backend_works(backend):
+            preload(backend, prog.obj, prog.spec)
+            break
     return time.monotonic() - started
 
 

@@ -173,3 +173,27 @@ def test_a_regex_naming_a_tracepoint_without_its_group_selects_it(monkeypatch):
     monkeypatch.setattr(t, "_candidates", lambda k: ["tracepoint"])
     [(backend, functions, slots)] = t._plans(kernel)
     assert backend == "tracepoint" and functions == [] and slots == [0, 1]
+
+
+def test_preload_verifies_what_start_would_load():
+    """The dashboard's precompile puts the chosen backend's programs through the verifier, so Start
+    pays for the links only; a refused one is left for the session to report."""
+    from types import SimpleNamespace
+
+    from ipft_web.backends import preload
+    from ipft_web.errors import EnvError
+    from ipft_web.kernel import sysbpf
+    spec = SimpleNamespace(kfree_skb_slot=3, consume_skb_slot=4)
+    obj = FakeObj()
+    preload("kprobe-multi", obj, spec)
+    assert obj.loaded == [("tp_kfree_skb", sysbpf.BPF_PROG_TYPE_RAW_TRACEPOINT, 0),
+                          ("tp_consume_skb", sysbpf.BPF_PROG_TYPE_RAW_TRACEPOINT, 0),
+                          ("kprobe_multi_skb", sysbpf.BPF_PROG_TYPE_KPROBE, sysbpf.BPF_TRACE_KPROBE_MULTI)]
+    obj = FakeObj()
+    preload("kprobe", obj, spec)
+    assert sorted(n for n, _t, _a in obj.loaded[2:]) == ["kprobe_free"] + [f"kprobe_skb_{i}" for i in range(1, 6)]
+
+    class Refusing(FakeObj):
+        def prog_fd(self, name, prog_type, expected_attach_type=0):
+            raise EnvError("the verifier refused it")
+    preload("fentry", Refusing(), spec)   # nothing raised; fentry has no program to load ahead
