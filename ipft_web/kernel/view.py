@@ -84,13 +84,14 @@ class KernelView:
         self._by_name = {f.name: f for f in snap.functions}
         self.tracepoints = snap.tracepoints
         self.kfree_skb_args = snap.kfree_skb_args
-        self.stored = typedb is None   # loaded from this boot's snapshot
+        self.stored = typedb is None   # loaded from a snapshot (this boot's, or the kernel's)
         self.load_seconds = 0.0
         self._lazy = threading.Lock()
         self._unsaved = False          # read from the kernel, not yet stored for the boot
         self._store_base = None        # the cache directory when it was read
         self._build_key = None         # read from type info: also stored for later boots under this
         self._saver = None
+        self._store_lock = threading.Lock()
 
     @classmethod
     def cached(cls, vmlinux: str | None = None) -> "KernelView | None":
@@ -160,12 +161,12 @@ class KernelView:
 
     def store(self) -> None:
         """Store this view for later processes of the boot, if it was read and not stored yet."""
-        with self._lazy:
+        with self._store_lock:
             if not self._unsaved:
                 return
             self._unsaved = False
             if self.snap.symbols is None:
-                self.snap.symbols = self.syms.symbol_table()
+                self.snap.symbols = self._syms.symbol_table()   # a view read here has its kallsyms
             try:
                 snapshot_mod.save(self.snap, self._store_base)
                 if self._build_key:
