@@ -149,3 +149,21 @@ def test_host_answers(fresh):
     assert features.have_fentry() is False
     assert "EPERM" in features.probe_all()["fentry"]["why"]
     assert features.available_backends() == ["tracepoint"]
+
+
+def test_a_program_past_the_verifiers_limit_is_not_verified_twice(monkeypatch):
+    """E2BIG is the verifier giving up after a million instructions: a second pass with a log
+    would cost as much again (minutes under emulation) and say nothing more."""
+    calls = []
+
+    def refuse(cmd, attr):
+        calls.append(attr.log_level)
+        raise sysbpf.BPFError(errno.E2BIG, "E2BIG")
+
+    monkeypatch.setattr(sysbpf, "bpf", refuse)
+    with pytest.raises(sysbpf.BPFError) as info:
+        sysbpf.prog_load(sysbpf.BPF_PROG_TYPE_KPROBE)
+    assert calls == [0]
+    assert info.value.errno == errno.E2BIG and "too large or too complex" in str(info.value)
+    from ipft_web.bpfobject import refusal
+    assert "drop --field" in refusal("kprobe_skb_1", info.value, fields=True)

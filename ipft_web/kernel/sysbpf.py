@@ -267,6 +267,12 @@ class PerfEventAttr(ctypes.Structure):
 
 
 # -- commands -------------------------------------------------------------------------------------
+PROG_LOAD_MEANING = {
+    _errno.E2BIG: "the verifier gave up: the program is too large or too complex for this kernel "
+                  "(or attr fields this kernel does not know are set)",
+}
+
+
 def prog_load(prog_type: int, insns: bytes = RETURN_ZERO, *, expected_attach_type: int = 0,
               attach_btf_id: int = 0, attach_btf_obj_fd: int = 0, license: str = "GPL",
               name: str = "ipft_probe", log_size: int = 1 << 16) -> int:
@@ -298,6 +304,10 @@ def prog_load(prog_type: int, insns: bytes = RETURN_ZERO, *, expected_attach_typ
     except BPFError as first:
         if first.errno in (_errno.EPERM, _errno.ENOSYS):
             raise _fail(what, first.errno) from None
+        if first.errno == _errno.E2BIG:
+            # The verifier's limit (a million instructions processed): verifying again with a
+            # log would take as long again, and the log would not fit anyway.
+            raise _fail(what, first.errno, meaning=PROG_LOAD_MEANING) from None
         buf = ctypes.create_string_buffer(log_size)
         try:
             fd = attempt(1, buf)
