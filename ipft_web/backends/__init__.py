@@ -71,13 +71,14 @@ def preload(name: str, obj, spec) -> None:
     then pays for the links only. fentry loads one program per function, so nothing here."""
     from ..errors import EnvError
     from ..kernel import sysbpf
+    from . import kprobe, kprobe_multi
     from .tracepoint import TracepointBackend
     progs = [(TracepointBackend(obj, spec).program_for(s), sysbpf.BPF_PROG_TYPE_RAW_TRACEPOINT, 0)
              for s in (spec.kfree_skb_slot, spec.consume_skb_slot) if s is not None]
     if name == "kprobe-multi":
-        progs.append(("kprobe_multi_skb", sysbpf.BPF_PROG_TYPE_KPROBE, sysbpf.BPF_TRACE_KPROBE_MULTI))
+        progs.append((kprobe_multi.PROGRAM, sysbpf.BPF_PROG_TYPE_KPROBE, sysbpf.BPF_TRACE_KPROBE_MULTI))
     elif name == "kprobe":
-        progs += [(p, sysbpf.BPF_PROG_TYPE_KPROBE, 0) for p in ("kprobe_free", *(f"kprobe_skb_{i}" for i in range(1, 6)))]
+        progs += [(p, sysbpf.BPF_PROG_TYPE_KPROBE, 0) for p in kprobe.programs()]
     for prog, prog_type, attach_type in progs:
         try:
             obj.prog_fd(prog, prog_type, attach_type)

@@ -24,6 +24,11 @@ def program_for(fn) -> str:
     return "kprobe_free" if fn.name == FREE_FUNC else f"kprobe_skb_{fn.pos}"
 
 
+def programs() -> list[str]:
+    """Every program program_for() can name (backends.preload loads them ahead)."""
+    return ["kprobe_free"] + [f"kprobe_skb_{pos}" for pos in range(1, MAX_POS + 1)]
+
+
 class KprobeBackend:
     name = "kprobe"
     kind = "kprobe"

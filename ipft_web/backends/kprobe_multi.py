@@ -21,6 +21,7 @@ from .kprobe import FREE_FUNC
 # The cookie of each function in the link (bpf/ipft.bpf.c kprobe_multi_skb): skb argument position
 # in the low byte, FREE for kfree_skbmem.
 FREE = 0x100
+PROGRAM = "kprobe_multi_skb"
 
 
 class KprobeMultiBackend:
@@ -42,7 +43,7 @@ class KprobeMultiBackend:
                 self.links.append(attach_kprobe_multi(prog_fd, values, cookies))
             else:
                 self.links.append(link_create_kprobe_multi_addrs(prog_fd, values, cookies))
-            result.attached.extend(dict.fromkeys(names) if len(names) != len(set(names)) else names)
+            result.attached.extend(dict.fromkeys(names))   # a name at two addresses: once
         except (BPFError, ValueError) as exc:
             if len(values) == 1:
                 result.failed[names[0]] = str(exc).splitlines()[0]
@@ -74,7 +75,7 @@ class KprobeMultiBackend:
                     item_names.append(n)
             values, cookies = item_names, [cookie[n] for n in item_names]
         started = time.monotonic()
-        prog_fd = self.obj.prog_fd("kprobe_multi_skb", BPF_PROG_TYPE_KPROBE, BPF_TRACE_KPROBE_MULTI)
+        prog_fd = self.obj.prog_fd(PROGRAM, BPF_PROG_TYPE_KPROBE, BPF_TRACE_KPROBE_MULTI)
         self.timings["load"] = round(time.monotonic() - started, 3)
         started = time.monotonic()
         if values:
