@@ -110,12 +110,27 @@ def test_event_loop_stays_responsive_while_attaching(tmp_path, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_sigterm_does_not_wait_for_a_start_in_progress(tmp_path, mode):
+    # one function over 600 s: the fake attach sleeps in one piece, as a compile or a slow kernel
+    # attach would (eventlet's thread pool joined such a call at exit: Ctrl-C waited for it)
+    srv = Server(tmp_path, async_mode=mode, extra_env={"IPFT_WEB_REPLAY_ATTACH": "600"})
+    try:
+        status, body = srv.post("/api/sessions", {"mark": "0xdeadbeef", "regex": "^ip_rcv$"})
+        assert status == 201, body
+        wait_for(lambda: srv.get(f"/api/sessions/{body['id']}")[1]["state"] == "attaching", timeout=15,
+                 what="attaching")
+    finally:
+        assert srv.stop(timeout=30) == 0, srv.stderr()[-6000:]
+    assert "Traceback" not in srv.stderr()
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_sigterm_stops_the_running_session(tmp_path, mode):
     srv = Server(tmp_path, async_mode=mode)
     status, body = srv.post("/api/sessions", {"mark": "0xdeadbeef"})
     sid = body["id"]
     wait_for(lambda: srv.get(f"/api/sessions/{sid}")[1]["journeys"] == 13, timeout=15, what="journeys")
-    assert srv.stop() == 0
+    assert srv.stop() == 0, srv.stderr()[-6000:]
     err = srv.stderr()
     assert "Traceback" not in err
     # reopen the data directory: the session was closed properly, not "interrupted"
@@ -254,5 +269,5 @@ def test_real_tracer_through_the_server(tmp_path, netns, mode):
         assert len(stored) == final["journeys"] >= 3
         sio.disconnect()
     finally:
-        assert srv.stop() == 0
+        assert srv.stop() == 0, srv.stderr()[-6000:]
     assert "Traceback" not in srv.stderr()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import signal
 import subprocess
 import sys
 import time
@@ -18,6 +19,11 @@ HOST_RECORDING = DATA / "recording-host.jsonl"
 GSO_RECORDING = DATA / "recording-host-gso.jsonl"     # with fields (tests/data/make_gso_recording.py)
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+# the server as `python -m ipft_web.web.server ARGS`, with SIGUSR1 dumping every thread's stack
+_WITH_STACK_DUMPS = ("import faulthandler, runpy, signal, sys; faulthandler.register(signal.SIGUSR1, all_threads=True); "
+                     "sys.argv[0] = 'ipft-web'; runpy.run_module('ipft_web.web.server', run_name='__main__')")
 
 
 def recordings() -> list[Path]:
@@ -73,7 +79,7 @@ class Server:
             env.pop("IPFT_WEB_TRACER")
         self.log = open(tmp_path / f"server-{self.port}.log", "w+")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ipft_web.web.server", "--host", "127.0.0.1", "--port", str(self.port),
+            [sys.executable, "-c", _WITH_STACK_DUMPS, "--host", "127.0.0.1", "--port", str(self.port),
              "--data-dir", str(tmp_path / f"data-{self.port}"), "--token", TOKEN, "--async-mode", async_mode,
              *args],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=self.log, text=True)
@@ -120,12 +126,17 @@ class Server:
         self.log.seek(0)
         return self.log.read()
 
-    def stop(self, timeout=15) -> int:
+    def stop(self, timeout=30) -> int:
+        """SIGTERM and wait; past `timeout`, its threads' stacks go to its stderr and it is killed
+        (-9): a test asserting 0 then shows why with `srv.stderr()`."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGUSR1)
+                time.sleep(2)
+                self.log.write(f"\n[test] no exit {timeout}s after SIGTERM: killed\n")
                 self.proc.kill()
                 self.proc.wait()
         self.proc.stdout.close()

@@ -61,7 +61,7 @@ class Context:
         def load():
             self.catalog.load()
             self._backends = tracers.available_backends(self.choice)
-        offhub.run_off_hub(self.socketio, load)
+        offhub.run_off_hub(load)
 
 
 def create_app(settings: Settings):

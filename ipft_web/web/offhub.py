@@ -1,8 +1,10 @@
 """Run a blocking call (compile + attach, detach) without stalling the server's event loop.
 
-eventlet mode: the call runs in eventlet's native thread pool (eventlet.tpool.execute) from a green
-thread; threading mode: in a plain daemon thread. Either way the caller polls `done` between
-socketio.sleep() calls, so it can send progress to the browsers meanwhile.
+The call runs in a native daemon thread in both modes (nothing here monkey-patches threading, so
+eventlet mode has native threads too); the caller polls `done` between socketio.sleep() calls, so
+it can send progress to the browsers meanwhile. Not eventlet's tpool: its exit handler joins
+every pool thread, so Ctrl-C or SIGTERM during the start-up compile (minutes in a slow VM) waited
+for the compile. A daemon thread is dropped at exit, and the kernel closes whatever it opened.
 """
 from __future__ import annotations
 
@@ -24,19 +26,9 @@ class Job:
             self.done = True
 
 
-def run_off_hub(socketio, fn) -> Job:
+def run_off_hub(fn) -> Job:
     job = Job()
-    if socketio.async_mode == "eventlet":
-        from eventlet import tpool
-
-        def green():
-            try:
-                tpool.execute(job._run, fn)
-            finally:
-                job.done = True
-        socketio.start_background_task(green)
-    else:
-        threading.Thread(target=job._run, args=(fn,), name="ipft-web-offhub", daemon=True).start()
+    threading.Thread(target=job._run, args=(fn,), name="ipft-web-offhub", daemon=True).start()
     return job
 
 

@@ -181,7 +181,7 @@ def main(argv=None) -> int:
         # seconds here, minutes in slow VMs); off the event loop like every blocking call.
         from . import offhub
         from ..tracer import precompile
-        offhub.run_off_hub(socketio, _quietly(precompile))
+        offhub.run_off_hub(_quietly(precompile))
     print(f"{PROG}: open {url_for(args.host, args.port, token)}", flush=True)
 
     # SIGTERM (kill, systemd) and SIGHUP (the terminal running it closed) end it like Ctrl-C: the

@@ -188,7 +188,7 @@ class SessionManager:
         self._emit_status(live)
         try:
             live.tracer = self.factory(live.config, live.buffer.append, live.on_progress)
-            job = offhub.run_off_hub(self.socketio, live.tracer.start)
+            job = offhub.run_off_hub(live.tracer.start)
             offhub.wait(self.socketio, job, tick=lambda: self._emit_status(live))
         except Exception as exc:
             self._stop_tracer(live)
@@ -230,7 +230,7 @@ class SessionManager:
         if live.tracer is None:
             return None
         try:
-            job = offhub.run_off_hub(self.socketio, live.tracer.stop)
+            job = offhub.run_off_hub(live.tracer.stop)
             offhub.wait(self.socketio, job)
         except Exception as exc:
             log.error("detaching failed: %s", one_line(exc))
