@@ -158,7 +158,54 @@ def btf_dir(tmp_path, monkeypatch, proc):
     monkeypatch.setattr(snapshot, "SYS_BTF", str(root))
     lists = (tmp_path / "available_filter_functions", tmp_path / "none", tmp_path / "blacklist")
     monkeypatch.setattr(snapshot, "READABLE", tuple(map(str, lists)))
-    return {"root": root, "ftrace": lists[0], "blacklist": lists[2], **proc}
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    monkeypatch.setattr(snapshot, "KERNEL_NOTES", str(notes / "vmlinux"))
+    monkeypatch.setattr(snapshot, "MODULE_NOTES", str(notes) + "/{}")
+    return {"root": root, "ftrace": lists[0], "blacklist": lists[2], "notes": notes, **proc}
+
+
+def note(build_id: bytes, kind: int = 3, name: bytes = b"GNU\0") -> bytes:
+    pad = lambda b: b + b"\0" * (-len(b) % 4)   # noqa: E731
+    return (len(name).to_bytes(4, "little") + len(build_id).to_bytes(4, "little") + kind.to_bytes(4, "little")
+            + pad(name) + pad(build_id))
+
+
+def test_build_id_is_read_from_elf_notes(tmp_path):
+    f = tmp_path / "notes"
+    f.write_bytes(note(b"\x06\0\0\0", kind=6, name=b"Linux\0") + note(bytes(range(20))))
+    assert snapshot._build_id(str(f)) == bytes(range(20)).hex()
+    f.write_bytes(note(bytes(range(20)))[:-4])
+    assert snapshot._build_id(str(f)) is None, "cut short"
+    f.write_bytes(note(bytes(range(20)), kind=1))
+    assert snapshot._build_id(str(f)) is None, "not a build id"
+    assert snapshot._build_id(str(tmp_path / "absent")) is None
+    if os.access("/sys/kernel/notes", os.R_OK):
+        assert len(snapshot._build_id("/sys/kernel/notes") or "") >= 16, "this kernel's"
+
+
+def test_build_key_names_the_builds_by_their_ids(btf_dir):
+    notes = btf_dir["notes"]
+    for name, bid in (("vmlinux", b"k" * 20), ("veth", b"v" * 20), ("bridge", b"b" * 20)):
+        (notes / name).write_bytes(note(bid))
+    btf_dir["ftrace"].write_text("")
+    btf_dir["blacklist"].write_text("")
+    first = snapshot.build_key()
+    assert first and first == snapshot.build_key()
+    btf_dir["boot"].write_text("ffff\n")
+    btf_dir["modules"].write_text("veth 40960 0 - Live 0xffffffffc0c00000\nbridge 311296 1 br_netfilter, Live 0xffffffffc0d00000\n")
+    btf_dir["blacklist"].write_text("0xffffffff81000000-0xffffffff81000010\tdo_int3\n")
+    btf_dir["ftrace"].write_text("ip_rcv\n")
+    assert snapshot.build_key() == first, "another boot, modules elsewhere: the same builds, nothing else read"
+    (notes / "veth").write_bytes(note(b"w" * 20))
+    rebuilt = snapshot.build_key()
+    assert rebuilt != first, "a module rebuilt"
+    (notes / "vmlinux").write_bytes(note(b"K" * 20))
+    assert snapshot.build_key() not in (first, rebuilt), "another kernel build"
+    (notes / "bridge").unlink()
+    content = snapshot.build_key()
+    (btf_dir["root"] / "veth").write_bytes(b"veth types, rebuilt")
+    assert snapshot.build_key() != content, "a module without a build id: the content of the type info decides"
 
 
 def test_build_key_follows_the_type_info_not_the_boot(btf_dir):
@@ -205,6 +252,63 @@ def test_a_build_part_keeps_no_address_and_takes_this_boots(tmp_path, monkeypatc
     view = KernelView(snap, syms=syms)
     assert view.symbol(0xffffffff82000504) == "unrelated", "symbolized from this boot's kallsyms"
     assert view.addresses("mod_xmit") == [0xffffffffc1001000, 0xffffffffc1002000]
+
+
+def test_entry_offsets_need_every_name_at_one_distance():
+    addresses = {"ip_rcv": [0xffffffff82000100], "mod_xmit": [0xffffffffc1002000, 0xffffffffc1001000]}
+    ftrace = {"ip_rcv": [0xffffffff82000104], "mod_xmit": [0xffffffffc1001004, 0xffffffffc1002004], "x": [1]}
+    assert snapshot.entry_offsets(addresses, ftrace) == {"ip_rcv": 4, "mod_xmit": 4}
+    assert snapshot.entry_offsets(addresses, dict(ftrace, ip_rcv=[0xffffffff82000100])) == {"ip_rcv": 0, "mod_xmit": 4}
+    assert snapshot.entry_offsets(addresses, dict(ftrace, ip_rcv=[])) is None, "a name ftrace lacks"
+    assert snapshot.entry_offsets(addresses, dict(ftrace, mod_xmit=[0xffffffffc1001004])) is None, "twins counted"
+    assert snapshot.entry_offsets(addresses, dict(ftrace, mod_xmit=[0xffffffffc1001000, 0xffffffffc1002004])) is None
+    assert snapshot.entry_offsets(addresses, dict(ftrace, ip_rcv=[0xffffffff82000000])) is None, "before the symbol"
+    assert snapshot.entry_offsets(addresses, dict(ftrace, ip_rcv=[0xffffffff82000200])) is None, "too far"
+    assert snapshot.entry_offsets(addresses, None) is None and snapshot.entry_offsets({}, ftrace) is None
+
+
+def test_a_later_boot_takes_its_addresses_from_ftrace(tmp_path, monkeypatch):
+    from ipft_web.kernel import kallsyms
+    snap = sample()
+    snap.entry_offsets = {"ip_rcv": 4, "mod_xmit": 0, "kfree_skbmem": 4}
+    part = round_trip(snapshot.build_part(snap, "b" * 64))
+    assert part.entry_offsets == snap.entry_offsets and part.addresses == {}
+    tracing = tmp_path / "tracing"
+    tracing.mkdir()
+    (tracing / "available_filter_functions_addrs").write_text(
+        "ffffffff92000104 ip_rcv\nffffffff92000404 kfree_skbmem\nffffffff92000504 other\n"
+        "ffffffffd1002000 mod_xmit [veth]\nffffffffd1001000 mod_xmit [veth]\n")
+    ftrace = kallsyms.read_ftrace_addresses((str(tmp_path / "none"), str(tracing)))
+    assert ftrace["mod_xmit"] == [0xffffffffd1002000, 0xffffffffd1001000] and ftrace["other"] == [0xffffffff92000504]
+    later = snapshot.with_ftrace_addresses(part, ftrace, "n" * 64)
+    assert later.addresses == {"ip_rcv": [0xffffffff92000100], "kfree_skbmem": [0xffffffff92000400],
+                               "mod_xmit": [0xffffffffd1001000, 0xffffffffd1002000]}
+    assert later.has_addresses and later.symbols is None and later.key == "n" * 64
+    del ftrace["kfree_skbmem"]
+    assert snapshot.with_ftrace_addresses(part, ftrace, "n" * 64) is None, "a name missing: kallsyms decides"
+    assert snapshot.with_ftrace_addresses(snapshot.build_part(sample(), "b" * 64), ftrace, "n" * 64) is None
+    assert kallsyms.read_ftrace_addresses((str(tmp_path / "none"),)) is None
+
+
+def test_a_view_from_ftrace_reads_kallsyms_only_when_asked_a_symbol(tmp_path, monkeypatch):
+    from ipft_web.kernel import kallsyms
+    snap = sample()
+    snap.entry_offsets = {"ip_rcv": 4, "mod_xmit": 0, "kfree_skbmem": 4}
+    monkeypatch.setenv("IPFT_CACHE_DIR", str(tmp_path / "c"))
+    snapshot.save(snapshot.build_part(snap, "b" * 64), sub=snapshot.BUILD_SUBDIR)
+    monkeypatch.setattr(kallsyms, "read_ftrace_addresses", lambda: {
+        "ip_rcv": [0xffffffff92000104], "kfree_skbmem": [0xffffffff92000404],
+        "mod_xmit": [0xffffffffd1001000, 0xffffffffd1002000]})
+    read = []
+    monkeypatch.setattr(kallsyms, "load", lambda: read.append(1) or kallsyms.Kallsyms(
+        "ffffffff92000100 T ip_rcv\nffffffff92000400 t kfree_skbmem\nffffffff92000600 T unrelated\n"))
+    view = KernelView._from_build("d" * 64, "b" * 64)
+    assert view.addresses("ip_rcv") == [0xffffffff92000100] and not read
+    assert view.symbol(0xffffffff92000604) == "unrelated" and read == [1]
+    view.store()
+    back = snapshot.load("d" * 64)
+    assert back.addresses == view.snap.addresses and back.entry_offsets == snap.entry_offsets
+    assert back.symbols.symbolize(0xffffffff92000104) == "ip_rcv"
 
 
 # -- on disk ---------------------------------------------------------------------------------------
@@ -335,7 +439,7 @@ v = KernelView.load()
 fs = v.skb_functions()
 name = "ip_rcv" if v.function("ip_rcv") else fs[0].name
 a = v.addresses(name)
-print(json.dumps({"stored": v.stored, "name": name, "functions": [[f.name, f.module, f.pos, f.duplicate] for f in fs],
+print(json.dumps({"stored": v.stored, "kallsyms_read": v._syms is not None, "name": name, "functions": [[f.name, f.module, f.pos, f.duplicate] for f in fs],
                   "tracepoints": [t.label for t in v.tracepoints], "offsets": v.offsets(),
                   "kfree": str(v.function("kfree_skbmem")), "addresses": a,
                   "symbol": v.symbol(a[0] + 1) if a else None, "btf": v.btf_target(name),
@@ -361,14 +465,18 @@ def test_a_second_process_loads_the_same_view(tmp_path):
     assert not first["stored"] and first["typedb_loaded"]
     assert second["stored"] and not second["typedb_loaded"], "the second process read no type info"
     assert third["stored"] and not third["typedb_loaded"], "nor did one of a later boot"
+    from ipft_web.kernel import kallsyms
+    if kallsyms.read_ftrace_addresses() is not None:   # 6.5+, tracefs readable
+        assert not third["kallsyms_read"], "a later boot took its addresses from ftrace's list"
+    third_kallsyms = third["kallsyms_read"]
     seconds = [doc.pop("seconds") for doc in (first, second, third)]
     for doc in (first, second, third):
-        doc.pop("stored"), doc.pop("typedb_loaded")
+        doc.pop("stored"), doc.pop("typedb_loaded"), doc.pop("kallsyms_read")
     assert first == second == third
     assert first["functions"] and first["addresses"] and first["symbol"] == first["name"]
     assert len(list((tmp_path / "c" / "kernel").glob("*.json"))) == 1, "the third stored this boot's again"
     print(f"\nkernel view: read {seconds[0]:.2f} s, from the boot's snapshot {seconds[1]:.2f} s, "
-          f"from the kernel's (kallsyms read) {seconds[2]:.2f} s")
+          f"from the kernel's {seconds[2]:.2f} s ({'kallsyms' if third_kallsyms else 'ftrace'} read)")
 
 
 @pytest.mark.root

@@ -6,9 +6,13 @@ Its results only change when the kernel does: at a reboot, or when a module come
 first run of a boot stores them, and later runs load them instead of reading the kernel again.
 
 Most of it outlives a reboot: only addresses move (KASLR). So each snapshot is also stored
-without them, under a key made from the content of the type info it was read from (build_key);
-the first run of a later boot of the same kernel and modules loads that part and reads only
-kallsyms for the addresses.
+without them, under a key naming the exact build of the kernel and of each loaded module (their
+GNU build ids; the content of their BTF where a build id can't be read): build_key. The first
+run of a later boot of the same kernel and modules loads that part and takes this boot's
+addresses from ftrace's address list (6.5+), which is a fifth of kallsyms: each function's
+ftrace site sits a fixed distance past its symbol in a given build (4 bytes with IBT's endbr,
+else 0), and the part keeps those distances (entry_offsets) from the boot that had both lists.
+Without that list, or with any name it does not match, kallsyms gives the addresses.
 
 The key holds the boot id, the loaded modules (name, size, address), which of the tracing lists
 were readable, kptr_restrict, the kernel build, and the stamp of the code that made the view.
@@ -38,7 +42,7 @@ from .. import __version__, cachefiles
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
 SUBDIR = "kernel"
 BUILD_SUBDIR = "kernel-build"
 KEEP = 4
@@ -46,6 +50,9 @@ SYS_BTF = "/sys/kernel/btf"
 MAX_FILE = 64 << 20
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 MODULES = "/proc/modules"
+KERNEL_NOTES = "/sys/kernel/notes"
+MODULE_NOTES = "/sys/module/{}/notes/.note.gnu.build-id"
+MAX_ENTRY_OFFSET = 64   # an ftrace site further than this past its symbol is not trusted
 KPTR_RESTRICT = "/proc/sys/kernel/kptr_restrict"
 # Files whose readability changes what the catalog says (a tracefs or debugfs mounted later).
 READABLE = ("/sys/kernel/tracing/available_filter_functions",
@@ -75,6 +82,7 @@ class Snapshot:
     has_addresses: bool
     symbols: object            # kallsyms.SymbolTable; None in a view read by this process until stored
     key: str = ""
+    entry_offsets: dict | None = None   # function name -> its ftrace site minus its address (see above)
 
 
 # -- key -------------------------------------------------------------------------------------------
@@ -131,18 +139,51 @@ def _file_digest(h, path: Path) -> bool:
     return True
 
 
+def _build_id(path: str) -> str | None:
+    """The GNU build id in an ELF notes file (/sys/kernel/notes, a module's notes), or None."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 16)
+    except OSError:
+        return None
+    at = 0
+    while at + 12 <= len(data):
+        namesz, descsz, kind = (int.from_bytes(data[at + i:at + i + 4], "little") for i in (0, 4, 8))
+        name_at = at + 12
+        desc_at = name_at + ((namesz + 3) & ~3)
+        end = desc_at + ((descsz + 3) & ~3)
+        if end > len(data):
+            return None
+        if kind == 3 and data[name_at:name_at + namesz] == b"GNU\0" and 8 <= descsz <= 64:   # NT_GNU_BUILD_ID
+            return data[desc_at:desc_at + descsz].hex()
+        at = end
+    return None
+
+
 def build_key() -> str | None:
     """The key of what a view holds that outlives a boot (everything but addresses), or None.
 
-    It holds the content of every BTF object (vmlinux and each module's), of ftrace's function
-    list and the names in the kprobe blacklist when they can be read, the loaded modules (name and
-    size), the kernel build and the code stamp: what the functions, offsets, BTF ids, drop reasons
-    and tracepoints are read from. Addresses move at every boot (KASLR) and are read again."""
-    h = hashlib.sha256()
+    It names the build of vmlinux and of every loaded module by its GNU build id (what the
+    functions, offsets, BTF ids, drop reasons, tracepoints, ftrace's list and the kprobe blacklist
+    all come from), with the modules' names and sizes, the kernel release, which lists were
+    readable and the code stamp. Where a build id can't be read, the content of every BTF object
+    and of ftrace's function list stands in for it (about 10 MB read). Addresses move at every
+    boot (KASLR) and are read again."""
     uname = os.uname()
     mods = sorted(" ".join(m.split()[:2]) for m in _modules())
     head = [FORMAT, "build", __version__, sys.version_info[:2], _code_stamp(), uname.release, uname.version,
             uname.machine, mods, [os.access(p, os.R_OK) for p in READABLE], os.geteuid()]
+    if not Path(SYS_BTF, "vmlinux").exists():
+        return None
+    ids = [_build_id(KERNEL_NOTES)] + [_build_id(MODULE_NOTES.format(m.split()[0])) for m in mods]
+    h = hashlib.sha256()
+    if all(ids):
+        h.update(json.dumps([head, "build ids", ids]).encode())
+        return h.hexdigest()
+    return _content_key(h, head)
+
+
+def _content_key(h, head: list) -> str | None:
     h.update(json.dumps(head).encode())
     root = Path(SYS_BTF)
     try:
@@ -159,6 +200,42 @@ def build_key() -> str | None:
     blacklist = _read(READABLE[2])
     h.update("\n".join(sorted(line.split()[1] for line in blacklist.splitlines() if len(line.split()) >= 2)).encode())
     return h.hexdigest()
+
+
+def entry_offsets(addresses: dict, ftrace: dict | None) -> dict | None:
+    """{name: ftrace site - symbol address} for every name in `addresses` (kallsyms'), from
+    ftrace's address list; None unless every name matches with one distance in 0..MAX_ENTRY_OFFSET
+    (then later boots read kallsyms)."""
+    if not ftrace or not addresses:
+        return None
+    out = {}
+    for name, addrs in addresses.items():
+        sites = ftrace.get(name)
+        if not sites or len(sites) != len(addrs):
+            log.debug("no ftrace entry offset for %s: %d symbols, %d ftrace sites", name, len(addrs),
+                      len(sites or ()))
+            return None
+        deltas = {b - a for a, b in zip(sorted(addrs), sorted(sites))}
+        if len(deltas) != 1 or not 0 <= next(iter(deltas)) <= MAX_ENTRY_OFFSET:
+            log.debug("no ftrace entry offset for %s: %s", name, sorted(deltas))
+            return None
+        out[name] = deltas.pop()
+    return out
+
+
+def with_ftrace_addresses(part: Snapshot, ftrace: dict | None, digest: str) -> Snapshot | None:
+    """A build part completed with this boot's addresses from ftrace's address list, or None when
+    the part has no entry offsets or the list does not give every name it has them for."""
+    if not part.entry_offsets or not ftrace:
+        return None
+    addresses = {}
+    for name, off in part.entry_offsets.items():
+        sites = ftrace.get(name)
+        if not sites:
+            log.debug("%s is not in ftrace's address list: addresses from kallsyms", name)
+            return None
+        addresses[name] = sorted(a - off for a in sites)
+    return replace(part, addresses=addresses, has_addresses=True, symbols=None, key=digest)
 
 
 def build_part(snap: Snapshot, digest: str) -> Snapshot:
@@ -191,6 +268,7 @@ def to_json(snap: Snapshot) -> dict:
         "btf_ids": snap.btf_ids,
         "addresses": snap.addresses,
         "has_addresses": bool(snap.has_addresses),
+        "entry_offsets": snap.entry_offsets,
         "symbols": {"addrs": base64.b64encode(addrs.tobytes()).decode(), "names": "\n".join(table.names)},
     }
 
@@ -255,6 +333,10 @@ def from_json(doc: dict, digest: str) -> Snapshot:
         for k, v in addresses.items()), "addresses")
     has = doc.get("has_addresses")
     _want(type(has) is bool, "has_addresses")
+    eoffs = doc.get("entry_offsets")
+    _want(eoffs is None or (isinstance(eoffs, dict) and all(
+        isinstance(k, str) and _NAME.fullmatch(k) is not None and _int(v, 0, MAX_ENTRY_OFFSET)
+        for k, v in eoffs.items())), "entry offsets")
     sym = doc.get("symbols")
     _want(isinstance(sym, dict) and set(sym) == {"addrs", "names"} and isinstance(sym["addrs"], str)
           and isinstance(sym["names"], str), "symbols")
@@ -269,7 +351,7 @@ def from_json(doc: dict, digest: str) -> Snapshot:
     return Snapshot(functions=functions, extra=extra, catalog_source=source, tracepoints=tps,
                     kfree_skb_args=dict(kargs), offsets=offsets, offsets_error=err, reasons=reasons,
                     btf_ids=btf_ids, addresses=addresses, has_addresses=has, symbols=SymbolTable(addrs, names),
-                    key=digest)
+                    key=digest, entry_offsets=eoffs)
 
 
 def _list(doc: dict, name: str) -> list:

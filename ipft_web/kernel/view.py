@@ -126,9 +126,14 @@ class KernelView:
         if part is None:
             return None
         from . import kallsyms
-        syms = kallsyms.load()
-        log.info("kernel view loaded from this kernel's cache (%s), addresses from kallsyms", build[:12])
-        view = cls(snapshot_mod.with_addresses(part, syms, digest), syms=syms)
+        snap = snapshot_mod.with_ftrace_addresses(part, kallsyms.read_ftrace_addresses(), digest)
+        if snap is not None:   # kallsyms is read later, when a symbol is asked for or the view stored
+            log.info("kernel view loaded from this kernel's cache (%s), addresses from ftrace", build[:12])
+            view = cls(snap)
+        else:
+            syms = kallsyms.load()
+            log.info("kernel view loaded from this kernel's cache (%s), addresses from kallsyms", build[:12])
+            view = cls(snapshot_mod.with_addresses(part, syms, digest), syms=syms)
         view._store_later()
         return view
 
@@ -165,9 +170,13 @@ class KernelView:
             if not self._unsaved:
                 return
             self._unsaved = False
-            if self.snap.symbols is None:
-                self.snap.symbols = self._syms.symbol_table()   # a view read here has its kallsyms
             try:
+                if self.snap.symbols is None:
+                    self.snap.symbols = self.syms.symbol_table()
+                if self.snap.entry_offsets is None and self._build_key:
+                    from . import kallsyms
+                    self.snap.entry_offsets = snapshot_mod.entry_offsets(self.snap.addresses,
+                                                                         kallsyms.read_ftrace_addresses())
                 snapshot_mod.save(self.snap, self._store_base)
                 if self._build_key:
                     snapshot_mod.save(snapshot_mod.build_part(self.snap, self._build_key), self._store_base,
