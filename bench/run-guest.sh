@@ -15,7 +15,14 @@ fi
 "$REPO/.venv/bin/python" -m compileall -q "$REPO/ipft_web" "$REPO/bench" > /dev/null || true
 OUT="$REPO/artifacts/bench"
 mkdir -p "$OUT"
-inner=$(printf '%q ' "$REPO/.venv/bin/python" "$REPO/bench/bench.py" "$@")
+# the CLI rows run `ipft` installed as scripts/install.sh does it (pip install of the checkout, not
+# editable), in a venv of its own; its dependencies for the CLI come from the distribution
+CLI_VENV="$OUT/cli-venv"
+rm -rf "$CLI_VENV"
+/usr/bin/python3 -m venv --system-site-packages "$CLI_VENV"
+"$CLI_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps "$REPO"
+"$CLI_VENV/bin/python" -m compileall -q "$CLI_VENV/lib" > /dev/null || true
+inner=$(printf '%q ' env "IPFT_BENCH_CLI=$CLI_VENV/bin/ipft" "$REPO/.venv/bin/python" "$REPO/bench/bench.py" "$@")
 # ipftrace2 side by side when IPFT2 names a binary (the guest shares this file system)
 [ -n "${IPFT2:-}" ] && inner="IPFT2=$(printf '%q' "$(readlink -f "$IPFT2")") $inner"
 cmd="REPO=$(printf '%q' "$REPO"); . \"\$REPO/tests/guest/prepare.sh\"; cd \"\$REPO\"; $inner > $(printf '%q' "$OUT/$KVER.txt") 2>&1"

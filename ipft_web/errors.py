@@ -7,3 +7,7 @@ class UsageError(Exception):
 
 class EnvError(Exception):
     """This machine cannot do it: no root, no BPF, no bcc, no headers (CLI exit 2, HTTP 409)."""
+
+
+class Cancelled(EnvError):
+    """A start stopped by the user before it was done (what it had attached is detached)."""

@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import Cancelled, UsageError
 
 ALWAYS_TRACED = ("skb:kfree_skb", "skb:consume_skb", "kfree_skbmem")
 MAX_RECORDING_BYTES = 256 * 1024 * 1024
@@ -84,6 +84,7 @@ class ReplayTracer:
         self.journeys = 0
         self._lock = threading.Lock()
         self._stopped = False
+        self._cancel = threading.Event()
         self._items: list[dict] = []
         self._offsets: list[float] = []
         self._pass_seconds = 0.0
@@ -114,10 +115,13 @@ class ReplayTracer:
         for i, name in enumerate(funcs, 1):
             if self._stopped:
                 break
+            if self._cancel.is_set():
+                self.stop()
+                raise Cancelled("stopped before tracing started")
             self.attached.append(name)
             self.on_progress("attaching", i, len(funcs))
             if step:
-                time.sleep(step)
+                self._cancel.wait(step)
         self._items = items
         first = items[0]["start_ns"]
         offsets, prev, off = [], first, 0.0
@@ -172,6 +176,10 @@ class ReplayTracer:
             released += 1
             self.on_journey(j)
         return released
+
+    def cancel(self) -> None:
+        """Like Tracer.cancel: a start in another thread stops attaching and raises Cancelled."""
+        self._cancel.set()
 
     def stop(self) -> None:
         with self._lock:

@@ -15,7 +15,7 @@ import time
 from . import fields, program
 from .fields import bpfmap as fields_bpfmap
 from .config import TraceConfig
-from .errors import EnvError, UsageError
+from .errors import Cancelled, EnvError, UsageError
 from .events import (KIND_CONSUME, KIND_DROP, KIND_FREE, KIND_KPROBE, decode_from, ifname_of,
                      tuple_of)
 from .journeys import Assembler, Hit
@@ -119,6 +119,7 @@ class Tracer:
         self.backend = None
         self.tp_backend = None
         self.spec = None
+        self._cancel = threading.Event()
         self.state = "idle"
         self.attached: list[str] = []
         self.failed: dict[str, str] = {}
@@ -146,6 +147,16 @@ class Tracer:
             self.stop()
             raise
 
+    def cancel(self) -> None:
+        """Ask a start running in another thread to stop: it does at its next step (after the
+        kernel view, after the compile, between functions while attaching), undoes what it did and
+        raises Cancelled. Tracing already started is ended by stop()."""
+        self._cancel.set()
+
+    def _check_cancel(self) -> None:
+        if self._cancel.is_set():
+            raise Cancelled("stopped before tracing started")
+
     def _start(self) -> None:
         require_root()
         t0 = time.monotonic()
@@ -157,6 +168,7 @@ class Tracer:
         self.fieldset = self._resolve_fields(kernel)   # a bad path fails here, before anything is loaded
 
         self.timings["kernel"] = round(time.monotonic() - t0, 3)
+        self._check_cancel()
         program.raise_limits(max(len(functions) + len(slots) for _, functions, slots in plans))
         self.state = "compiling"
         self.on_progress("compiling", 0, 0)
@@ -168,6 +180,7 @@ class Tracer:
         self.program = prog
         self.obj, self.spec, self.header_note = prog.obj, prog.spec, prog.header_note
         self.timings["compile"] = round(time.monotonic() - t1, 3)
+        self._check_cancel()
         t1 = time.monotonic()
         self.lost_base = program.lost_events(self.obj)
         program.set_filter(self.obj, self.config.mark, self.config.mask)
@@ -183,6 +196,8 @@ class Tracer:
             try:
                 self._attach(kernel, backend, functions, slots)
                 break
+            except Cancelled:
+                raise
             except EnvError as exc:
                 if i == len(plans) - 1:
                     raise
@@ -221,7 +236,10 @@ class Tracer:
         if backend != "tracepoint":
             from .backends import make
             self.backend = make(backend, self.obj, kernel)
+            if hasattr(self.backend, "cancelled"):
+                self.backend.cancelled = self._cancel.is_set
             res = self.backend.attach(functions, self.on_progress)
+            self._check_cancel()
             for step, seconds in getattr(self.backend, "timings", {}).items():
                 self.timings[f"attach_{step}"] = seconds
             wanted = [f.name for f in functions if self.config.matches(f.name)] if res.failed else []
@@ -238,6 +256,7 @@ class Tracer:
         started = time.monotonic()
         res = self.tp_backend.attach(tp_slots, self.on_progress if backend == "tracepoint" else None)
         self.timings["attach_tp"] = round(time.monotonic() - started, 3)
+        self._check_cancel()
         self.attached.extend(res.attached)
         self.failed.update(res.failed)
         if not self.attached:

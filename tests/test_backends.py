@@ -98,6 +98,33 @@ def test_kprobe_probes_a_duplicated_name_at_each_address(monkeypatch):
     assert [n for n, _t, _a in obj.loaded] == ["kprobe_skb_1", "kprobe_free"]
 
 
+def test_kprobe_attach_stops_between_functions_when_cancelled(monkeypatch):
+    opened = []
+    monkeypatch.setattr(kprobe, "perf_kprobe_open", lambda name: opened.append(name) or 100 + len(opened))
+    monkeypatch.setattr(kprobe, "perf_attach_bpf", lambda fd, prog: None)
+    b = kprobe.KprobeBackend(FakeObj())
+    b.cancelled = lambda: len(opened) >= 10
+    res = b.attach([Fn(f"f{i}") for i in range(500)])
+    assert 10 <= len(opened) <= 14, "a few functions past the stop, not the rest of the list"
+    assert res.attached == opened and b.fds == [101 + i for i in range(len(opened))], "each one kept for detach"
+
+
+def test_ctrl_c_while_attaching_leaves_a_few_functions_not_the_list(monkeypatch):
+    opened = []
+
+    def open_(name):
+        opened.append(name)
+        if len(opened) == 20:
+            raise KeyboardInterrupt   # as if it came while the caller waited
+        return 100 + len(opened)
+    monkeypatch.setattr(kprobe, "perf_kprobe_open", open_)
+    monkeypatch.setattr(kprobe, "perf_attach_bpf", lambda fd, prog: None)
+    b = kprobe.KprobeBackend(FakeObj())
+    with pytest.raises(KeyboardInterrupt):
+        b.attach([Fn(f"f{i}") for i in range(500)])
+    assert len(opened) <= 24
+
+
 def test_kprobe_a_refused_second_address_refuses_the_name(monkeypatch):
     closed = []
 

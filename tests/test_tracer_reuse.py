@@ -196,3 +196,25 @@ def test_followed_skb_count_never_below_the_followed_skbs(netns):
     finally:
         t.stop()
     assert state() == (0, 0)
+
+
+def test_a_start_stopped_while_attaching_detaches_and_says_so():
+    """Stop pressed while kprobes attach one by one (a minute under emulation): the start ends
+    within a few functions, and nothing stays attached."""
+    from ipft_web.errors import Cancelled
+    from ipft_web.kernel.view import KernelView
+    if not KernelView.load().backend_works("kprobe"):
+        pytest.skip("no kprobes on this kernel")
+    seen = []
+
+    def progress(stage, done, total):
+        if stage == "attaching":
+            seen.append((done, total))
+            if done >= 100:
+                t.cancel()
+    t = Tracer(TraceConfig(mark=MARK, backend="kprobe"), lambda j: None, progress)
+    with pytest.raises(Cancelled, match="stopped before tracing started"):
+        t.start()
+    assert seen and seen[-1][0] < 110 < seen[-1][1], seen[-3:]
+    assert t.stats()["state"] == "stopped" and not t.program.in_use
+    assert not probe_fds() and not t.backend.fds

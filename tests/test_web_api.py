@@ -272,6 +272,22 @@ def test_stop_is_idempotent_and_delete(client):
     assert client.get(f"/api/sessions/{sid}", headers=AUTH).status_code == 404
 
 
+def test_stop_while_attaching_ends_the_start_now(tmp_path):
+    # one function over 600 s of fake attach: Stop must not wait for the rest of it
+    app, _ = make_app(tmp_path, attach=600)
+    client = app.test_client()
+    try:
+        r = client.post("/api/sessions", json={"mark": "0xdeadbeef", "regex": "^ip_rcv$"}, headers=AUTH)
+        sid = r.json["id"]
+        wait_session_state(client, sid, ("attaching",))
+        row = stop(client, sid)
+        assert row["state"] == "stopped" and row["error"] is None and row["journeys"] == 0
+        assert client.post("/api/sessions", json={"mark": "0xdeadbeef"}, headers=AUTH).status_code == 201, \
+            "the next session can start"
+    finally:
+        app.extensions["ipft_web"].sessions.shutdown()
+
+
 def test_paging(client):
     sid = run_session(client)
     wait_for(lambda: client.get(f"/api/sessions/{sid}", headers=AUTH).json["journeys"] == 13, what="journeys")

@@ -18,19 +18,30 @@ class AttachResult:
     failed: dict = field(default_factory=dict)            # name -> reason
 
 
-def attach_each(one, items, threads: int, result: AttachResult, fds: list, progress=None, every: int = 1) -> None:
+def attach_each(one, items, threads: int, result: AttachResult, fds: list, progress=None, every: int = 1,
+                cancelled=None) -> None:
     """Run `one(item) -> (name, fds, error or None)` over a pool of `threads` (results in item
-    order); what attached goes to `fds` and result.attached, the rest to result.failed."""
+    order); what attached goes to `fds` and result.attached, the rest to result.failed.
+
+    Items go to the pool a few per thread at a time, so that a stop (`cancelled()` true, or
+    Ctrl-C in the waiting thread) leaves at most those few to finish, not the whole list."""
+    items = list(items)
     total = len(items)
+    step = 4 * max(1, threads)
+    done = 0
     with ThreadPoolExecutor(max_workers=max(1, min(threads, total))) as pool:
-        for i, (name, got, err) in enumerate(pool.map(one, items), 1):
-            if err is None:
-                fds.extend(got)
-                result.attached.append(name)
-            else:
-                result.failed[name] = err
-            if progress and (i % every == 0 or i == total):
-                progress("attaching", i, total)
+        for lo in range(0, total, step):
+            if cancelled is not None and cancelled():
+                return
+            for name, got, err in pool.map(one, items[lo:lo + step]):
+                done += 1
+                if err is None:
+                    fds.extend(got)
+                    result.attached.append(name)
+                else:
+                    result.failed[name] = err
+                if progress and (done % every == 0 or done == total):
+                    progress("attaching", done, total)
 
 
 DETACH_THREADS = int(os.environ.get("IPFT_DETACH_THREADS", "64"))

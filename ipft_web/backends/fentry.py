@@ -25,6 +25,7 @@ class FentryBackend:
         self.obj = obj
         self.btf_id_of = btf_id_of
         self.fds: list[int] = []
+        self.cancelled = lambda: False   # the tracer's stop asked for (checked between functions)
 
     def attach(self, functions, progress=None) -> AttachResult:
         result = AttachResult()
@@ -58,7 +59,7 @@ class FentryBackend:
 
         # The verifier runs in the loading thread and each function has its own trampoline, so
         # loads proceed in parallel (the code patching itself is serialised by the kernel).
-        attach_each(one, jobs, LOAD_THREADS, result, self.fds, progress, every=25)
+        attach_each(one, jobs, LOAD_THREADS, result, self.fds, progress, every=25, cancelled=self.cancelled)
         return result
 
     def detach(self) -> None:

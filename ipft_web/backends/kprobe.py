@@ -37,6 +37,7 @@ class KprobeBackend:
         self.obj = obj
         self.addresses = addresses or (lambda name: [])
         self.fds: list[int] = []
+        self.cancelled = lambda: False   # the tracer's stop asked for (checked between functions)
 
     def attach(self, functions, progress=None) -> AttachResult:
         """`functions`: catalog entries with .name and .pos (1-based)."""
@@ -60,7 +61,8 @@ class KprobeBackend:
                 close_many(fds)
                 return fn.name, [], str(exc).splitlines()[0]
 
-        attach_each(one, functions, ATTACH_THREADS, result, self.fds, progress, every=50)
+        attach_each(one, functions, ATTACH_THREADS, result, self.fds, progress, every=50,
+                    cancelled=self.cancelled)
         return result
 
     def detach(self) -> None:

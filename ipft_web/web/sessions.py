@@ -16,12 +16,13 @@ import logging
 import threading
 import time
 
-from ..errors import EnvError, UsageError
+from ..errors import Cancelled, EnvError, UsageError
 from . import offhub
 
 log = logging.getLogger(__name__)
 
 ACTIVE = ("starting", "attaching", "tracing", "stopping")
+SHUTDOWN_WAIT = 10.0   # seconds the exit waits for a start to notice it was stopped
 
 
 class Busy(Exception):
@@ -44,6 +45,7 @@ class _Live:
         self.state = "starting"
         self.error: str | None = None
         self.tracer = None
+        self.start_job = None
         self.buffer: collections.deque = collections.deque()
         self.progress = {"stage": "starting", "done": 0, "total": 0}
         self.stop_requested = False
@@ -109,6 +111,7 @@ class SessionManager:
             live.stop_requested = True
             if live.state in ("starting", "attaching", "tracing"):
                 live.state = "stopping"
+            self._cancel_start(live)
         return self.session(sid)
 
     def session(self, sid: int) -> dict | None:
@@ -139,6 +142,11 @@ class SessionManager:
         if live is None:
             return
         live.stop_requested = True
+        self._cancel_start(live)
+        job = live.start_job
+        deadline = time.monotonic() + SHUTDOWN_WAIT
+        while job is not None and not job.done and time.monotonic() < deadline:
+            time.sleep(0.05)   # a start notices between two functions (a compile is not interrupted)
         if live.tracer is not None:
             try:
                 live.tracer.stop()
@@ -149,6 +157,13 @@ class SessionManager:
             self._finish(live, "stopped", None, emit=False)
         except Exception as exc:  # the store may be gone already
             log.error("could not record the end of session %s: %s", live.id, one_line(exc))
+
+    @staticmethod
+    def _cancel_start(live: _Live) -> None:
+        """A start in progress stops at its next step and undoes what it attached."""
+        cancel = getattr(live.tracer, "cancel", None)
+        if cancel is not None:
+            cancel()
 
     @staticmethod
     def _live_fields(live: _Live) -> dict:
@@ -188,8 +203,15 @@ class SessionManager:
         self._emit_status(live)
         try:
             live.tracer = self.factory(live.config, live.buffer.append, live.on_progress)
-            job = offhub.run_off_hub(live.tracer.start)
+            if live.stop_requested:   # Stop came before the tracer existed
+                self._cancel_start(live)
+            live.start_job = job = offhub.run_off_hub(live.tracer.start)
             offhub.wait(self.socketio, job, tick=lambda: self._emit_status(live))
+        except Cancelled:   # stopped while starting: the tracer has undone what it attached
+            self._stop_tracer(live)
+            self._flush(live)
+            self._finish(live, "stopped", None)
+            return
         except Exception as exc:
             self._stop_tracer(live)
             self._flush(live)
