@@ -213,8 +213,11 @@ def test_a_start_stopped_while_attaching_detaches_and_says_so():
             if done >= 100:
                 t.cancel()
     t = Tracer(TraceConfig(mark=MARK, backend="kprobe"), lambda j: None, progress)
+    t0 = time.monotonic()
     with pytest.raises(Cancelled, match="stopped before tracing started"):
         t.start()
+    print(f"\nstart cancelled at {seen[-1][0]} of {seen[-1][1]} functions; {time.monotonic() - t0:.1f} s "
+          f"from the start to the end of the detach")
     assert seen and seen[-1][0] < 110 < seen[-1][1], seen[-3:]
     assert t.stats()["state"] == "stopped" and not t.program.in_use
     assert not probe_fds() and not t.backend.fds
