@@ -274,5 +274,11 @@ class Map:
         return [struct.unpack_from("<Q", raw, i)[0] for i in range(0, len(raw), step)]
 
     def clear(self) -> int:
+        """Delete every entry (of a hash map); returns how many there were."""
+        percpu = self.spec.type in sysbpf.PERCPU_MAP_TYPES
+        done = sysbpf.map_delete_all(self.fd, self.spec.key_size,
+                                     self._percpu_size() if percpu else self.spec.value_size)
+        if done is not None:
+            return done
         keys = sysbpf.map_keys(self.fd, self.spec.key_size)
         return sum(sysbpf.map_delete(self.fd, k) for k in keys)

@@ -39,6 +39,7 @@ def test_attr_layouts_match_the_kernel_abi():
     assert sysbpf._KprobeMulti.cookies.offset == 24
     assert ctypes.sizeof(sysbpf.PerfEventAttr) == sysbpf.PERF_ATTR_SIZE_VER5
     assert sysbpf.PerfEventAttr.config1.offset == 56
+    assert ctypes.sizeof(sysbpf.MapBatchAttr) == 56 and sysbpf.MapBatchAttr.map_fd.offset == 36
 
 
 def test_instructions():
@@ -130,6 +131,36 @@ def test_raw_tracepoint_open_for_real():
 
 
 @root
+@pytest.mark.root
+@pytest.mark.parametrize("map_type", [sysbpf.BPF_MAP_TYPE_LRU_HASH, sysbpf.BPF_MAP_TYPE_PERCPU_HASH])
+def test_clearing_a_full_hash_map_takes_a_few_calls(map_type, monkeypatch):
+    from ipft_web.bpfobject import Map, MapSpec
+    import struct
+    spec = MapSpec("t", map_type, 8, 8, 20000)
+    m = Map(spec, sysbpf.map_create(map_type, 8, 8, 20000))
+    try:
+        width = sysbpf.possible_cpus() if map_type == sysbpf.BPF_MAP_TYPE_PERCPU_HASH else 1
+        for i in range(9000):
+            m.update(struct.pack("<Q", 0xffff888000000000 + 256 * i), struct.pack("<Q", i) * width)
+        calls = []
+        real = sysbpf.bpf
+        monkeypatch.setattr(sysbpf, "bpf", lambda cmd, attr: calls.append(cmd) or real(cmd, attr))
+        assert m.clear() == 9000
+        assert calls.count(sysbpf.BPF_MAP_LOOKUP_AND_DELETE_BATCH) <= 4 and len(calls) <= 4, calls[:5]
+        assert sysbpf.map_keys(m.fd, 8) == [] and m.clear() == 0
+    finally:
+        os.close(m.fd)
+
+
+def test_a_kernel_without_batch_operations_clears_key_by_key(monkeypatch):
+    from ipft_web.bpfobject import Map, MapSpec
+    keys = [b"a" * 8, b"b" * 8]
+    monkeypatch.setattr(sysbpf, "bpf", lambda cmd, attr: (_ for _ in ()).throw(sysbpf.BPFError(errno.EINVAL, "no")))
+    monkeypatch.setattr(sysbpf, "map_keys", lambda fd, size: list(keys))
+    monkeypatch.setattr(sysbpf, "map_delete", lambda fd, k: keys.remove(k) is None)
+    assert Map(MapSpec("t", sysbpf.BPF_MAP_TYPE_LRU_HASH, 8, 8, 16), 99).clear() == 2 and keys == []
+
+
 @pytest.mark.root
 def test_prog_load_failure_carries_the_verifier_log():
     with pytest.raises(sysbpf.BPFError) as info:

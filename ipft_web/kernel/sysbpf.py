@@ -29,6 +29,7 @@ BPF_MAP_DELETE_ELEM = 3
 BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
 BPF_RAW_TRACEPOINT_OPEN = 17
+BPF_MAP_LOOKUP_AND_DELETE_BATCH = 25
 BPF_LINK_CREATE = 28
 
 # -- program types --------------------------------------------------------------------------
@@ -216,6 +217,19 @@ class MapElemAttr(ctypes.Structure):
     ]
 
 
+class MapBatchAttr(ctypes.Structure):
+    _fields_ = [
+        ("in_batch", ctypes.c_uint64),
+        ("out_batch", ctypes.c_uint64),
+        ("keys", ctypes.c_uint64),
+        ("values", ctypes.c_uint64),
+        ("count", ctypes.c_uint32),
+        ("map_fd", ctypes.c_uint32),
+        ("elem_flags", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+    ]
+
+
 class RawTracepointOpenAttr(ctypes.Structure):
     _fields_ = [("name", ctypes.c_uint64), ("prog_fd", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
 
@@ -376,6 +390,35 @@ def map_delete(fd: int, key: bytes) -> bool:
             return False
         raise _fail("BPF_MAP_DELETE_ELEM", exc.errno) from None
     return True
+
+
+_NO_BATCH = (_errno.EINVAL, _errno.EOPNOTSUPP, 524)   # 524: the kernel's ENOTSUPP
+
+
+def map_delete_all(fd: int, key_size: int, value_size: int, chunk: int = 4096) -> int | None:
+    """Empty a hash map with BPF_MAP_LOOKUP_AND_DELETE_BATCH (Linux 5.6+): a few calls for a
+    full map, where one key at a time costs two calls per entry. Returns how many entries went,
+    or None when this kernel or map has no batch operations (then delete key by key). For per-CPU
+    maps `value_size` is the rounded size times the possible CPUs."""
+    keys = ctypes.create_string_buffer(key_size * chunk)
+    values = ctypes.create_string_buffer(value_size * chunk)
+    tokens = (ctypes.create_string_buffer(8), ctypes.create_string_buffer(8))   # a hash map's is a u32
+    attr = MapBatchAttr(map_fd=fd, keys=ctypes.addressof(keys), values=ctypes.addressof(values))
+    total, turn = 0, 0
+    while True:
+        attr.count = chunk
+        attr.out_batch = ctypes.addressof(tokens[turn % 2])
+        try:
+            bpf(BPF_MAP_LOOKUP_AND_DELETE_BATCH, attr)
+        except BPFError as exc:
+            if exc.errno == _errno.ENOENT:       # the last batch (count says how many it took)
+                return total + attr.count
+            if exc.errno in _NO_BATCH and total == 0:
+                return None
+            raise _fail("BPF_MAP_LOOKUP_AND_DELETE_BATCH", exc.errno) from None
+        total += attr.count
+        attr.in_batch = attr.out_batch
+        turn += 1
 
 
 def map_keys(fd: int, key_size: int) -> list[bytes]:
