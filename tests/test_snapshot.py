@@ -442,6 +442,7 @@ a = v.addresses(name)
 print(json.dumps({"stored": v.stored, "kallsyms_read": v._syms is not None, "name": name, "functions": [[f.name, f.module, f.pos, f.duplicate] for f in fs],
                   "tracepoints": [t.label for t in v.tracepoints], "offsets": v.offsets(),
                   "kfree": str(v.function("kfree_skbmem")), "addresses": a,
+                  "every_address": {f.name: sorted(v.addresses(f.name)) for f in fs},
                   "symbol": v.symbol(a[0] + 1) if a else None, "btf": v.btf_target(name),
                   "reason": v.drop_reason(2), "source": v.catalog_source,
                   "typedb_loaded": v._typedb is not None, "seconds": v.load_seconds}))
