@@ -52,7 +52,8 @@ def test_json_round_trip():
     for name in ("functions", "extra", "catalog_source", "tracepoints", "kfree_skb_args", "offsets", "reasons",
                  "btf_ids", "addresses", "has_addresses", "key"):
         assert getattr(a, name) == getattr(b, name), name
-    assert list(b.symbols.addrs) == list(a.symbols.addrs) and b.symbols.names == a.symbols.names
+    table = snapshot.symbols_from_json(json.loads(json.dumps(snapshot.symbols_to_json(a.symbols, a.key))), a.key)
+    assert list(table.addrs) == list(a.symbols.addrs) and table.names == a.symbols.names
 
 
 def test_a_type_info_without_a_field_is_kept_as_its_error():
@@ -90,21 +91,48 @@ def damaged(edit):
     lambda d: d["addresses"].update(ip_rcv=[]),
     lambda d: d["addresses"].update(ip_rcv=["0xffff"]),
     lambda d: d.update(has_addresses=1),
-    lambda d: d["symbols"].update(addrs="!!!"),
-    lambda d: d["symbols"].update(addrs="AAAA"),                        # 3 bytes
-    lambda d: d["symbols"].update(names="a\nb"),                        # 2 names, 3 addresses
-    lambda d: d["symbols"].update(extra="x"),
+    lambda d: d.update(entry_offsets={"ip_rcv": 65}),
+    lambda d: d.update(symbols={}),                                     # the old format
 ])
 def test_json_damage_is_refused(edit):
     with pytest.raises((ValueError, TypeError)):
         snapshot.from_json(damaged(edit), "k" * 64)
 
 
+@pytest.mark.parametrize("edit", [
+    lambda d: d.update(addrs="!!!"),
+    lambda d: d.update(addrs="AAAA"),                                   # 3 bytes
+    lambda d: d.update(names="a\nb"),                                   # 2 names, 3 addresses
+    lambda d: d.update(extra="x"),
+    lambda d: d.update(key="j" * 64),
+    lambda d: d.update(format=snapshot.FORMAT + 1),
+])
+def test_symbols_damage_is_refused(edit):
+    doc = json.loads(json.dumps(snapshot.symbols_to_json(sample().symbols, "k" * 64)))
+    edit(doc)
+    with pytest.raises((ValueError, TypeError)):
+        snapshot.symbols_from_json(doc, "k" * 64)
+
+
 def test_symbols_out_of_order_are_refused():
-    snap = sample()
-    snap.symbols = SymbolTable(array.array("Q", [3, 2, 1]), ["a", "b", "c"])
+    doc = snapshot.symbols_to_json(SymbolTable(array.array("Q", [3, 2, 1]), ["a", "b", "c"]), "k" * 64)
     with pytest.raises(ValueError, match="order"):
-        round_trip(snap)
+        snapshot.symbols_from_json(doc, "k" * 64)
+
+
+def test_a_stored_view_reads_its_symbols_only_when_asked(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("IPFT_CACHE_DIR", str(tmp_path / "c"))
+    snapshot.save(sample())
+    table = tmp_path / "c" / "kernel" / ("k" * 64 + snapshot.SYMBOLS_SUFFIX)
+    assert table.exists()
+    view = KernelView(snapshot.load("k" * 64))
+    assert isinstance(view.snap.symbols, snapshot.StoredSymbols), "not read with the view"
+    assert view.symbol(0xffffffffc0001004) == "mod_xmit"
+    table.write_text("{damaged")
+    from ipft_web.kernel.kallsyms import Kallsyms
+    view = KernelView(snapshot.load("k" * 64), syms=Kallsyms("ffffffff81000100 T from_kallsyms\n"))
+    assert view.symbol(0xffffffff81000104) == "from_kallsyms", "a damaged table: kallsyms instead"
+    assert "ignoring the stored kernel symbols" in caplog.text
 
 
 # -- the key ---------------------------------------------------------------------------------------
@@ -308,7 +336,7 @@ def test_a_view_from_ftrace_reads_kallsyms_only_when_asked_a_symbol(tmp_path, mo
     view.store()
     back = snapshot.load("d" * 64)
     assert back.addresses == view.snap.addresses and back.entry_offsets == snap.entry_offsets
-    assert back.symbols.symbolize(0xffffffff92000104) == "ip_rcv"
+    assert back.symbols.load().symbolize(0xffffffff92000104) == "ip_rcv"
 
 
 # -- on disk ---------------------------------------------------------------------------------------
@@ -359,13 +387,16 @@ def test_only_the_newest_are_kept(tmp_path, monkeypatch):
     for i in range(snapshot.KEEP + 2):
         p = snapshot.save(sample(f"{i:064d}"))
         os.utime(p, (1000 + i, 1000 + i))
-    assert len(list((tmp_path / "c" / "kernel").glob("*.json"))) == snapshot.KEEP
+    assert len(list((tmp_path / "c" / "kernel").glob(snapshot.SNAPSHOT_GLOB))) == snapshot.KEEP
+    assert len(list((tmp_path / "c" / "kernel").glob("*.symbols.json"))) == snapshot.KEEP, "tables go with them"
     assert snapshot.load(f"{0:064d}") is None and snapshot.load(f"{snapshot.KEEP + 1:064d}") is not None
 
 
 # -- the view over a snapshot ----------------------------------------------------------------------
-def test_view_over_a_snapshot_answers_without_type_info(monkeypatch):
-    view = KernelView(round_trip(sample()))
+def test_view_over_a_snapshot_answers_without_type_info(tmp_path, monkeypatch):
+    monkeypatch.setenv("IPFT_CACHE_DIR", str(tmp_path / "c"))
+    snapshot.save(sample())
+    view = KernelView(snapshot.load("k" * 64))
     assert view.stored
     assert [f.name for f in view.skb_functions()] == ["ip_rcv", "mod_xmit"]
     assert view.function("kfree_skbmem").pos == 1 and view.function("nope") is None
@@ -419,8 +450,8 @@ def test_a_view_read_in_this_process_is_stored_after_tracing_starts(tmp_path, mo
     assert not (tmp_path / "now").exists()
     monkeypatch.setenv("IPFT_CACHE_DIR", str(tmp_path / "then"))
     stored = snapshot.load("k" * 64)
-    assert stored is not None and stored.symbols.names == table.names
-    assert len(list((tmp_path / "then" / "kernel").glob("*.json"))) == 1
+    assert stored is not None and stored.symbols.load().names == table.names
+    assert len(list((tmp_path / "then" / "kernel").glob(snapshot.SNAPSHOT_GLOB))) == 1
 
 
 def test_a_cache_that_cannot_be_written_costs_nothing_but_the_next_start(tmp_path):
@@ -475,7 +506,7 @@ def test_a_second_process_loads_the_same_view(tmp_path):
         doc.pop("stored"), doc.pop("typedb_loaded"), doc.pop("kallsyms_read")
     assert first == second == third
     assert first["functions"] and first["addresses"] and first["symbol"] == first["name"]
-    assert len(list((tmp_path / "c" / "kernel").glob("*.json"))) == 1, "the third stored this boot's again"
+    assert len(list((tmp_path / "c" / "kernel").glob(snapshot.SNAPSHOT_GLOB))) == 1, "the third stored this boot's again"
     print(f"\nkernel view: read {seconds[0]:.2f} s, from the boot's snapshot {seconds[1]:.2f} s, "
           f"from the kernel's {seconds[2]:.2f} s ({'kallsyms' if third_kallsyms else 'ftrace'} read)")
 
@@ -492,4 +523,4 @@ def test_cli_says_when_the_view_comes_from_the_boot_cache():
     assert all(r.returncode == 0 for r in runs), runs[-1].stderr
     assert "kernel view loaded from this boot's cache" not in runs[0].stderr
     assert "kernel view loaded from this boot's cache" in runs[1].stderr
-    assert len(list((Path(cache) / "kernel").glob("*.json"))) == 1
+    assert len(list((Path(cache) / "kernel").glob(snapshot.SNAPSHOT_GLOB))) == 1

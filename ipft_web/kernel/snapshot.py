@@ -21,7 +21,8 @@ not seen: deleting <cache dir>/kernel/ or IPFT_CACHE_DIR=off starts from the ker
 
 A snapshot holds: the traceable skb functions (name, module, skb position, duplicate, BTF id,
 addresses), the skb tracepoints, kfree_skb's argument slots, the struct offsets the BPF program
-is built with, the drop-reason names, and every text symbol sorted by address (for symbolizing).
+is built with, the drop-reason names; and, in a file of its own read on first use, every text
+symbol sorted by address (for symbolizing).
 Type info itself is not kept: field scripts load BTF when they need it. Files live in
 <cache dir>/kernel/ under ipft_web/cachefiles.py's rules (owner, mode, no symlink, exact parse).
 """
@@ -46,6 +47,8 @@ FORMAT = 2
 SUBDIR = "kernel"
 BUILD_SUBDIR = "kernel-build"
 KEEP = 4
+SYMBOLS_SUFFIX = ".symbols.json"   # a boot snapshot's symbol table, next to it
+SNAPSHOT_GLOB = "?" * 64 + ".json"  # the snapshots themselves (keys are sha256 hex digests)
 SYS_BTF = "/sys/kernel/btf"
 MAX_FILE = 64 << 20
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
@@ -80,7 +83,8 @@ class Snapshot:
     btf_ids: dict              # function name -> vmlinux BTF FUNC id
     addresses: dict            # function name -> [addresses]
     has_addresses: bool
-    symbols: object            # kallsyms.SymbolTable; None in a view read by this process until stored
+    symbols: object            # kallsyms.SymbolTable, StoredSymbols (loaded: read on first use), or
+                               # None in a view read by this process until stored
     key: str = ""
     entry_offsets: dict | None = None   # function name -> its ftrace site minus its address (see above)
 
@@ -254,8 +258,7 @@ def with_addresses(part: Snapshot, syms, digest: str) -> Snapshot:
 
 # -- to and from JSON ------------------------------------------------------------------------------
 def to_json(snap: Snapshot) -> dict:
-    table = snap.symbols
-    addrs = array.array("Q", table.addrs)
+    """Everything but the symbol table (symbols_to_json: a file of its own, read on first use)."""
     return {
         "format": FORMAT, "key": snap.key,
         "functions": [[f.name, f.module, f.pos, bool(f.duplicate)] for f in snap.functions],
@@ -269,8 +272,48 @@ def to_json(snap: Snapshot) -> dict:
         "addresses": snap.addresses,
         "has_addresses": bool(snap.has_addresses),
         "entry_offsets": snap.entry_offsets,
-        "symbols": {"addrs": base64.b64encode(addrs.tobytes()).decode(), "names": "\n".join(table.names)},
     }
+
+
+def symbols_to_json(table, digest: str) -> dict:
+    addrs = array.array("Q", table.addrs)
+    return {"format": FORMAT, "key": digest, "addrs": base64.b64encode(addrs.tobytes()).decode(),
+            "names": "\n".join(table.names)}
+
+
+def symbols_from_json(doc: dict, digest: str):
+    """A kallsyms.SymbolTable from its JSON; ValueError on anything not as symbols_to_json() writes it."""
+    from .kallsyms import SymbolTable
+    _want(isinstance(doc, dict) and set(doc) == {"format", "key", "addrs", "names"} and doc["format"] == FORMAT
+          and isinstance(doc["addrs"], str) and isinstance(doc["names"], str), "symbols")
+    _want(doc["key"] == digest, "symbols key")
+    raw = base64.b64decode(doc["addrs"], validate=True)
+    _want(len(raw) % 8 == 0, "symbol addresses")
+    addrs = array.array("Q")
+    addrs.frombytes(raw)
+    names = doc["names"].split("\n") if doc["names"] else []
+    _want(len(names) == len(addrs), "symbol table")
+    _want(all(addrs[i] <= addrs[i + 1] for i in range(0, len(addrs) - 1, max(1, len(addrs) // 64))),
+          "symbol order")
+    return SymbolTable(addrs, names)
+
+
+class StoredSymbols:
+    """The symbol table stored next to a boot's snapshot, read when first asked for: most runs
+    never symbolize an address, and the table is most of the snapshot (5 MB, 1 s under emulation)."""
+
+    def __init__(self, path: Path, digest: str):
+        self.path = path
+        self.digest = digest
+
+    def load(self):
+        """The table, or None when it is absent, untrusted or damaged (then kallsyms gives it)."""
+        try:
+            doc = cachefiles.read_json(self.path, MAX_FILE, "kernel symbols")
+            return None if doc is None else symbols_from_json(doc, self.digest)
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            log.warning("ignoring the stored kernel symbols %s: %s", self.path, exc)
+            return None
 
 
 def _want(cond: bool, what: str) -> None:
@@ -337,21 +380,11 @@ def from_json(doc: dict, digest: str) -> Snapshot:
     _want(eoffs is None or (isinstance(eoffs, dict) and all(
         isinstance(k, str) and _NAME.fullmatch(k) is not None and _int(v, 0, MAX_ENTRY_OFFSET)
         for k, v in eoffs.items())), "entry offsets")
-    sym = doc.get("symbols")
-    _want(isinstance(sym, dict) and set(sym) == {"addrs", "names"} and isinstance(sym["addrs"], str)
-          and isinstance(sym["names"], str), "symbols")
-    raw = base64.b64decode(sym["addrs"], validate=True)
-    _want(len(raw) % 8 == 0, "symbol addresses")
-    addrs = array.array("Q")
-    addrs.frombytes(raw)
-    names = sym["names"].split("\n") if sym["names"] else []
-    _want(len(names) == len(addrs), "symbol table")
-    _want(all(addrs[i] <= addrs[i + 1] for i in range(0, len(addrs) - 1, max(1, len(addrs) // 64))),
-          "symbol order")
+    _want("symbols" not in doc, "format")
     return Snapshot(functions=functions, extra=extra, catalog_source=source, tracepoints=tps,
                     kfree_skb_args=dict(kargs), offsets=offsets, offsets_error=err, reasons=reasons,
-                    btf_ids=btf_ids, addresses=addresses, has_addresses=has, symbols=SymbolTable(addrs, names),
-                    key=digest, entry_offsets=eoffs)
+                    btf_ids=btf_ids, addresses=addresses, has_addresses=has,
+                    symbols=SymbolTable(array.array("Q"), []), key=digest, entry_offsets=eoffs)
 
 
 def _list(doc: dict, name: str) -> list:
@@ -372,7 +405,12 @@ def load(digest: str | None, sub: str = SUBDIR) -> Snapshot | None:
     path = where / f"{digest}.json"
     try:
         doc = cachefiles.read_json(path, MAX_FILE, "kernel view")
-        return None if doc is None else from_json(doc, digest)
+        if doc is None:
+            return None
+        snap = from_json(doc, digest)
+        if sub == SUBDIR:
+            snap.symbols = StoredSymbols(where / f"{digest}{SYMBOLS_SUFFIX}", digest)
+        return snap
     except (OSError, ValueError, TypeError, AttributeError) as exc:   # JSONDecodeError is a ValueError
         log.warning("ignoring the stored kernel view %s: %s", path, exc)
         return None
@@ -385,9 +423,21 @@ def save(snap: Snapshot, base: Path | None = None, sub: str = SUBDIR) -> Path | 
     where = cachefiles.cache_dir(sub, create=True, base=base)
     if where is None:
         return None
+    table = snap.symbols
+    if sub == SUBDIR and table is not None and not isinstance(table, StoredSymbols):
+        # the table first: a snapshot is never there without it (unless someone deletes it)
+        if cachefiles.write_json(where, f"{snap.key}{SYMBOLS_SUFFIX}", symbols_to_json(table, snap.key),
+                                 "kernel symbols") is None:
+            return None
     path = cachefiles.write_json(where, f"{snap.key}.json", to_json(snap), "kernel view")
     if path is not None:
-        cachefiles.prune(where, KEEP)
+        cachefiles.prune(where, KEEP, SNAPSHOT_GLOB)   # the snapshots; then their tables
+        for orphan in where.glob(f"*{SYMBOLS_SUFFIX}"):
+            if not (where / (orphan.name[:-len(SYMBOLS_SUFFIX)] + ".json")).exists():
+                try:
+                    orphan.unlink()
+                except OSError:
+                    pass
     return path
 
 

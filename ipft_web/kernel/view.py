@@ -233,7 +233,9 @@ class KernelView:
 
     def symbol(self, addr: int) -> str | None:
         table = self.snap.symbols
-        if table is None:   # read from the kernel in this process: kallsyms sorts on first use
+        if isinstance(table, snapshot_mod.StoredSymbols):   # read on first use (two threads: both read)
+            table = self.snap.symbols = table.load() or self.syms.symbol_table()
+        elif table is None:   # read from the kernel in this process: kallsyms sorts on first use
             table = self.syms.symbol_table()
         return table.symbolize(addr)
 
