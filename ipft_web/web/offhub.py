@@ -16,6 +16,7 @@ class Job:
         self.done = False
         self.result = None
         self.error: BaseException | None = None
+        self._finished = threading.Event()
 
     def _run(self, fn):
         try:
@@ -24,6 +25,12 @@ class Job:
             self.error = exc
         finally:
             self.done = True
+            self._finished.set()
+
+    def join(self, timeout: float) -> bool:
+        """Block (not cooperatively: for the exit path, off the event loop) up to `timeout`
+        seconds for the call to end; True if it did."""
+        return self._finished.wait(timeout)
 
 
 def run_off_hub(fn) -> Job:

@@ -143,10 +143,8 @@ class SessionManager:
             return
         live.stop_requested = True
         self._cancel_start(live)
-        job = live.start_job
-        deadline = time.monotonic() + SHUTDOWN_WAIT
-        while job is not None and not job.done and time.monotonic() < deadline:
-            time.sleep(0.05)   # a start notices between two functions (a compile is not interrupted)
+        if live.start_job is not None:   # a start notices between two functions (a compile is not interrupted)
+            live.start_job.join(SHUTDOWN_WAIT)
         if live.tracer is not None:
             try:
                 live.tracer.stop()
