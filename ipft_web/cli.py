@@ -4,12 +4,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import time
 
 from .config import BACKENDS, TraceConfig, compile_regex
-from .errors import EnvError, UsageError
+from .errors import Cancelled, EnvError, UsageError
 from .output import Aggregate, format_json, format_text
 
 EPILOG = """\
@@ -130,18 +129,18 @@ def trace(args) -> int:
             stop["pipe_closed"] = stop["now"] = True
             os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
 
-    def on_signal(signum, frame):
-        stop["now"] = True
-        if not stop["tracing"]:
-            # still compiling or attaching: stop that now (start() undoes what it did)
-            raise KeyboardInterrupt
-
+    from .interrupt import Interrupt
     from .marks.cli import applied_rules
 
     tracer = Tracer(config, on_journey)
     rules = applied_rules(args, config.mark, config.mask)  # validated before anything is attached
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, on_signal)
+
+    def on_signal(signum):
+        stop["now"] = True
+        tracer.cancel()   # still compiling or attaching: start() stops at its next step and undoes it
+
+    # tracing: the loop below sees stop["now"]; before that, the interrupt also cuts a wait short
+    interrupt = Interrupt(on_signal=on_signal, when=lambda: not stop["tracing"]).install()
     try:
         tracer.start()
         stop["tracing"] = True
@@ -165,6 +164,7 @@ def trace(args) -> int:
                 tracer.poll(100)
             tracer.poll(0)
     finally:
+        interrupt.caught()
         tracer.stop()
     if args.output == "aggregate":
         out.write(agg.format_text())
@@ -193,6 +193,9 @@ def main(argv=None) -> int:
             return list_scripts()
         return list_functions(args) if args.list else trace(args)
     except (UsageError, EnvError) as exc:
+        if isinstance(exc, Cancelled):   # a signal during the start
+            sys.stderr.write("ipft: interrupted\n")
+            return 130
         sys.stderr.write(f"ipft: error: {exc}\n")
         return 2
     except BrokenPipeError:

@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import warnings
 
 from ..errors import EnvError, UsageError
+from ..interrupt import Interrupt
 from . import auth as auth_mod
 from . import runner, tracers
 from .hostcheck import is_loopback
@@ -185,22 +185,19 @@ def main(argv=None) -> int:
     print(f"{PROG}: open {url_for(args.host, args.port, token)}", flush=True)
 
     # SIGTERM (kill, systemd) and SIGHUP (the terminal running it closed) end it like Ctrl-C: the
-    # session is stopped, probes detached and marking rules removed in the finally below
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGHUP, _raise_interrupt)
+    # session is stopped, probes detached and marking rules removed in the finally below. The
+    # interrupt is raised again until it gets here (see interrupt.py), and not during the clean-up.
+    interrupt = Interrupt().install()
     try:
         runner.serve(app, sock, args.host, args.port, args.async_mode)
     except KeyboardInterrupt:
         pass
     finally:
+        interrupt.caught()
         ctx.sessions.shutdown()
         _marks_cleanup()
         ctx.store.close()
     return 0
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
