@@ -12,8 +12,7 @@ import os
 import threading
 import time
 
-from . import fields, program
-from .fields import bpfmap as fields_bpfmap
+from . import program
 from .config import TraceConfig
 from .errors import Cancelled, EnvError, UsageError
 from .events import (KIND_CONSUME, KIND_DROP, KIND_FREE, KIND_KPROBE, decode_from, ifname_of,
@@ -99,12 +98,14 @@ def precompile(vmlinux: str | None = None) -> float:
 
 
 def resolve_fields(config: TraceConfig, kernel: KernelView):
-    """The config's field paths resolved against this kernel's types (UsageError naming valid members)."""
-    from .fields.decode import FieldSet
+    """The config's field paths resolved against this kernel's types (UsageError naming valid
+    members); None without fields (then neither type info nor the field modules are loaded)."""
     specs = getattr(config, "field_specs", [])
     if not specs:
-        return FieldSet(None, [])   # no type info needed (a view from this boot's cache has none loaded)
-    return FieldSet(kernel.typedb, fields.resolve_all(kernel.typedb, specs))
+        return None
+    from .fields import resolve_all
+    from .fields.decode import FieldSet
+    return FieldSet(kernel.typedb, resolve_all(kernel.typedb, specs))
 
 
 class Tracer:
@@ -118,6 +119,7 @@ class Tracer:
         self.lost_base = 0
         self.backend = None
         self.tp_backend = None
+        self._tp_result = None   # the tracepoint attach: AttachResult, or what it raised
         self.spec = None
         self._cancel = threading.Event()
         self.state = "idle"
@@ -173,7 +175,7 @@ class Tracer:
         self.state = "compiling"
         self.on_progress("compiling", 0, 0)
         t1 = time.monotonic()
-        prog = program.compiled(kernel, self.config.vmlinux, with_fields=bool(self.fieldset.fields))
+        prog = program.compiled(kernel, self.config.vmlinux, with_fields=bool(self.fieldset))
         if prog.in_use:
             raise EnvError("another trace is running in this process; stop it first")
         prog.in_use = True
@@ -184,7 +186,9 @@ class Tracer:
         t1 = time.monotonic()
         self.lost_base = program.lost_events(self.obj)
         program.set_filter(self.obj, self.config.mark, self.config.mask)
-        fields_bpfmap.load(self.obj, self.fieldset.fields)
+        if self.fieldset:   # a program without fields has no field code (its maps stay unread)
+            from .fields import bpfmap
+            bpfmap.load(self.obj, self.fieldset.fields)
         prog.sink = self._on_event
 
         self.state = "attaching"
@@ -238,7 +242,15 @@ class Tracer:
             self.backend = make(backend, self.obj, kernel)
             if hasattr(self.backend, "cancelled"):
                 self.backend.cancelled = self._cancel.is_set
-            res = self.backend.attach(functions, self.on_progress)
+            # the lifecycle tracepoints attach in a thread meanwhile: the function backend's time
+            # is mostly the kernel's (a kprobe-multi link is one system call), the GIL is free
+            tp = threading.Thread(target=self._attach_tracepoints, args=(tp_slots, None), daemon=True,
+                                  name="ipft-attach-tp")
+            tp.start()
+            try:
+                res = self.backend.attach(functions, self.on_progress)
+            finally:
+                tp.join()
             self._check_cancel()
             for step, seconds in getattr(self.backend, "timings", {}).items():
                 self.timings[f"attach_{step}"] = seconds
@@ -253,14 +265,22 @@ class Tracer:
             self.failed.update(res.failed)
         else:
             self.backend = self.tp_backend
-        started = time.monotonic()
-        res = self.tp_backend.attach(tp_slots, self.on_progress if backend == "tracepoint" else None)
-        self.timings["attach_tp"] = round(time.monotonic() - started, 3)
+            self._attach_tracepoints(tp_slots, self.on_progress)
+        if isinstance(self._tp_result, BaseException):
+            raise self._tp_result
         self._check_cancel()
-        self.attached.extend(res.attached)
-        self.failed.update(res.failed)
+        self.attached.extend(self._tp_result.attached)
+        self.failed.update(self._tp_result.failed)
         if not self.attached:
             raise EnvError(f"the kernel refused every probe ({len(self.failed)} tried); run with -v to see why")
+
+    def _attach_tracepoints(self, slots, progress) -> None:
+        started = time.monotonic()
+        try:
+            self._tp_result = self.tp_backend.attach(slots, progress)
+        except Exception as exc:   # not a refusal (those are counted): raised by the attaching thread
+            self._tp_result = exc
+        self.timings["attach_tp"] = round(time.monotonic() - started, 3)
 
     def _detach_probes(self) -> None:
         for b in (self.backend, self.tp_backend):

@@ -221,3 +221,50 @@ def test_a_start_stopped_while_attaching_detaches_and_says_so():
     assert seen and seen[-1][0] < 110 < seen[-1][1], seen[-3:]
     assert t.stats()["state"] == "stopped" and not t.program.in_use
     assert not probe_fds() and not t.backend.fds
+
+
+def test_lifecycle_tracepoints_attach_while_the_function_backend_does(monkeypatch):
+    """The skb tracepoints go in from a thread during the function backend's attach (a kprobe-multi
+    link is one system call: the wait is the kernel's), and a failure there reaches start()."""
+    from ipft_web import backends
+    from ipft_web.backends.tracepoint import TracepointBackend
+    from ipft_web.kernel.view import KernelView
+
+    holder = {}
+
+    class Waiting:
+        kind = "kprobe-multi"
+
+        def attach(self, functions, progress=None):
+            tp = holder["tracer"].tp_backend
+            deadline = time.monotonic() + 60
+            while not tp.fds and time.monotonic() < deadline:
+                time.sleep(0.01)
+            holder["tp_fds_during_attach"] = len(tp.fds)
+            return backends.AttachResult(attached=[f.name for f in functions])
+
+        def detach(self):
+            pass
+
+    monkeypatch.setattr(KernelView, "backends", lambda self: ["kprobe-multi", "tracepoint"])
+    monkeypatch.setattr(KernelView, "backend_works", lambda self, b: True)
+    monkeypatch.setattr(backends, "make", lambda name, bpf, kernel: Waiting())
+    t = holder["tracer"] = Tracer(TraceConfig(mark=MARK, regex="^ip_rcv$", backend="kprobe-multi"), lambda j: None)
+    t.start()
+    try:
+        assert holder["tp_fds_during_attach"] >= 2   # kfree_skb and consume_skb, at least
+        assert {"skb:kfree_skb", "skb:consume_skb"} <= set(t.attached), t.attached
+    finally:
+        t.stop()
+
+    def broken(self, slots, progress=None):
+        raise RuntimeError("tracepoint attach broke (test)")
+
+    monkeypatch.setattr(TracepointBackend, "attach", broken)
+    t = holder["tracer"] = Tracer(TraceConfig(mark=MARK, regex="^ip_rcv$", backend="kprobe-multi"), lambda j: None)
+    monkeypatch.setattr(backends, "make", lambda name, bpf, kernel: type("Quick", (), {
+        "kind": "kprobe-multi", "detach": lambda self: None,
+        "attach": lambda self, functions, progress=None: backends.AttachResult(attached=[f.name for f in functions])})())
+    with pytest.raises(RuntimeError, match="broke"):
+        t.start()
+    assert not probe_fds()

@@ -20,7 +20,6 @@ from .. import cachefiles
 from ..errors import EnvError
 from ..program import Tracepoint
 from . import snapshot as snapshot_mod
-from .typedb import short_enum_name
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +36,7 @@ _lock = threading.Lock()
 def read_snapshot(typedb, syms, catalog, key: str = "") -> snapshot_mod.Snapshot:
     """What the tracer asks of the kernel, read from type info, kallsyms and the catalog."""
     from ..program import offsets as program_offsets
+    from .typedb import short_enum_name
 
     functions = sorted((f for f in catalog.traceable_skb_functions() if not INFRA.match(f.name)),
                        key=lambda f: f.name)
