@@ -92,6 +92,10 @@ def damaged(edit):
     lambda d: d["addresses"].update(ip_rcv=["0xffff"]),
     lambda d: d.update(has_addresses=1),
     lambda d: d.update(entry_offsets={"ip_rcv": 65}),
+    lambda d: d.update(relative={"ip_rcv": [["", 1 << 32]]}),
+    lambda d: d.update(relative={"ip_rcv": [["../x", 4]]}),
+    lambda d: d.update(relative={"ip_rcv": [["", "4"]]}),
+    lambda d: d.update(relative={"ip_rcv": []}),
     lambda d: d.update(symbols={}),                                     # the old format
 ])
 def test_json_damage_is_refused(edit):
@@ -318,6 +322,75 @@ def test_a_later_boot_takes_its_addresses_from_ftrace(tmp_path, monkeypatch):
     assert kallsyms.read_ftrace_addresses((str(tmp_path / "none"),)) is None
 
 
+def test_a_later_boot_moves_each_object_by_its_text_base(tmp_path):
+    from ipft_web.kernel import kallsyms
+    syms = kallsyms.Kallsyms("ffffffff81000100 T ip_rcv\nffffffffc0001000 t mod_xmit\t[veth]\n"
+                             "ffffffffc0002000 t mod_xmit\t[veth]\nffffffff81000400 t kfree_skbmem\n")
+    placed = syms.placed_of(["ip_rcv", "mod_xmit", "kfree_skbmem", "absent"])
+    assert placed["mod_xmit"] == [(0xffffffffc0001000, "veth"), (0xffffffffc0002000, "veth")]
+    rel = snapshot.relative_addresses(placed, {"": 0xffffffff81000000, "veth": 0xffffffffc0000800})
+    assert rel == {"ip_rcv": [["", 0x100]], "mod_xmit": [["veth", 0x800], ["veth", 0x1800]],
+                   "kfree_skbmem": [["", 0x400]]}
+    assert snapshot.relative_addresses(placed, {"": 0xffffffff81000000}) is None, "a module without its base"
+    assert snapshot.relative_addresses(placed, None) is None
+    snap = sample()
+    snap.relative = rel
+    part = round_trip(snapshot.build_part(snap, "b" * 64))
+    assert part.relative == rel and part.addresses == {}
+    assert snapshot.relative_objects(part) == {"", "veth"}
+    later = snapshot.with_relative_addresses(part, {"": 0xffffffff9a000000, "veth": 0xffffffffd0100800}, "n" * 64)
+    assert later.addresses == {"ip_rcv": [0xffffffff9a000100], "kfree_skbmem": [0xffffffff9a000400],
+                               "mod_xmit": [0xffffffffd0101000, 0xffffffffd0102000]}
+    assert later.has_addresses and later.symbols is None and later.key == "n" * 64
+    assert snapshot.with_relative_addresses(part, {"": 0xffffffff9a000000}, "n" * 64) is None
+    assert snapshot.with_relative_addresses(snapshot.build_part(sample(), "b" * 64), {"": 1}, "n" * 64) is None
+
+    # this boot's bases: _text from the head of kallsyms, a module's .text from sysfs
+    (tmp_path / "kallsyms").write_text("0000000000000000 A fixed_percpu_data\nffffffff9a000000 T _stext\n"
+                                       "ffffffff9a000000 T _text\n")
+    (tmp_path / "veth").mkdir()
+    (tmp_path / "veth" / "text").write_text("0xffffffffd0100800\n")
+    module_text = str(tmp_path / "{}" / "text")
+    read = lambda mods, **kw: kallsyms.read_text_bases(mods, str(tmp_path / "kallsyms"), module_text, **kw)  # noqa: E731
+    assert read({"", "veth"}) == {"": 0xffffffff9a000000, "veth": 0xffffffffd0100800}
+    assert read({"veth", "gone"}) is None, "a module that is not loaded"
+    assert read({"../../etc"}) is None, "not a module name"
+    (tmp_path / "veth" / "text").write_text("0x0000000000000000\n")
+    assert read({"veth"}) is None, "hidden (kptr_restrict)"
+    (tmp_path / "kallsyms").write_text("0000000000000000 T _text\n")
+    assert read(set()) is None, "hidden"
+
+
+def test_derived_addresses_kallsyms_contradicts_are_replaced_and_the_part_dropped(tmp_path, monkeypatch, caplog):
+    from ipft_web.kernel import kallsyms
+    snap = sample()
+    snap.relative = {"ip_rcv": [["", 0x100]], "mod_xmit": [["veth", 0x800], ["veth", 0x1800]],
+                     "kfree_skbmem": [["", 0x400]]}
+    monkeypatch.setenv("IPFT_CACHE_DIR", str(tmp_path / "c"))
+    snapshot.save(snapshot.build_part(snap, "b" * 64), sub=snapshot.BUILD_SUBDIR)
+    monkeypatch.setattr(kallsyms, "read_text_bases", lambda mods: {"": 0xffffffff9a000000, "veth": 0xffffffffd0100800})
+    read = []
+    monkeypatch.setattr(kallsyms, "load", lambda: read.append(1) or kallsyms.Kallsyms(
+        "ffffffff9a000100 T ip_rcv\nffffffff9a000400 t kfree_skbmem\n"
+        "ffffffffd0101000 t mod_xmit\t[veth]\nffffffffd0102000 t mod_xmit\t[veth]\n"))
+    view = KernelView._from_build("d" * 64, "b" * 64)
+    assert view._derived == "text bases" and view.addresses("mod_xmit") == [0xffffffffd0101000, 0xffffffffd0102000]
+    assert not read, "kallsyms is not read on the way to tracing"
+    view.store()
+    assert read and snapshot.load("b" * 64, snapshot.BUILD_SUBDIR) is not None, "all agreed: the part stays"
+    assert snapshot.load("d" * 64).addresses == view.snap.addresses
+
+    monkeypatch.setattr(kallsyms, "read_text_bases", lambda mods: {"": 0xffffffff9a000000, "veth": 0xffffffffd0200800})
+    view = KernelView._from_build("e" * 64, "b" * 64)
+    with caplog.at_level("WARNING"):
+        view.store()
+    assert "2 function addresses taken from text bases differ from kallsyms" not in caplog.text
+    assert "1 function addresses taken from text bases differ from kallsyms (mod_xmit)" in caplog.text
+    assert view.addresses("mod_xmit") == [0xffffffffd0101000, 0xffffffffd0102000], "kallsyms' kept"
+    assert snapshot.load("b" * 64, snapshot.BUILD_SUBDIR) is None, "the part is dropped"
+    assert snapshot.load("e" * 64).addresses["mod_xmit"] == [0xffffffffd0101000, 0xffffffffd0102000]
+
+
 def test_a_view_from_ftrace_reads_kallsyms_only_when_asked_a_symbol(tmp_path, monkeypatch):
     from ipft_web.kernel import kallsyms
     snap = sample()
@@ -476,7 +549,7 @@ print(json.dumps({"stored": v.stored, "kallsyms_read": v._syms is not None, "nam
                   "every_address": {f.name: sorted(v.addresses(f.name)) for f in fs},
                   "symbol": v.symbol(a[0] + 1) if a else None, "btf": v.btf_target(name),
                   "reason": v.drop_reason(2), "source": v.catalog_source,
-                  "typedb_loaded": v._typedb is not None, "seconds": v.load_seconds}))
+                  "typedb_loaded": v._typedb is not None, "seconds": v.load_seconds, "derived": v._derived}))
 """
 
 
@@ -497,18 +570,17 @@ def test_a_second_process_loads_the_same_view(tmp_path):
     assert not first["stored"] and first["typedb_loaded"]
     assert second["stored"] and not second["typedb_loaded"], "the second process read no type info"
     assert third["stored"] and not third["typedb_loaded"], "nor did one of a later boot"
-    from ipft_web.kernel import kallsyms
-    if kallsyms.read_ftrace_addresses() is not None:   # 6.5+, tracefs readable
-        assert not third["kallsyms_read"], "a later boot took its addresses from ftrace's list"
-    third_kallsyms = third["kallsyms_read"]
+    if first["addresses"]:   # kallsyms shows addresses (root): the text bases give a later boot's
+        assert third["derived"] == "text bases" and not third["kallsyms_read"], third["derived"]
+    how = third["derived"] or "kallsyms"
     seconds = [doc.pop("seconds") for doc in (first, second, third)]
     for doc in (first, second, third):
-        doc.pop("stored"), doc.pop("typedb_loaded"), doc.pop("kallsyms_read")
+        doc.pop("stored"), doc.pop("typedb_loaded"), doc.pop("kallsyms_read"), doc.pop("derived")
     assert first == second == third
     assert first["functions"] and first["addresses"] and first["symbol"] == first["name"]
     assert len(list((tmp_path / "c" / "kernel").glob(snapshot.SNAPSHOT_GLOB))) == 1, "the third stored this boot's again"
     print(f"\nkernel view: read {seconds[0]:.2f} s, from the boot's snapshot {seconds[1]:.2f} s, "
-          f"from the kernel's {seconds[2]:.2f} s ({'kallsyms' if third_kallsyms else 'ftrace'} read)")
+          f"from the kernel's {seconds[2]:.2f} s (addresses from {how})")
 
 
 @pytest.mark.root

@@ -16,6 +16,9 @@ KALLSYMS = "/proc/kallsyms"
 TRACING_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 BLACKLIST = "/sys/kernel/debug/kprobes/blacklist"
 MAX_FUNC_SIZE = 1 << 20   # an address further than this past the last symbol is not in it
+MODULE_TEXT = "/sys/module/{}/sections/.text"
+MAX_HEAD = 4 << 20        # read_text_bases: _text further into kallsyms than this is not looked for
+_MODULE_NAME = re.compile(r"[A-Za-z0-9_\-]{1,128}")
 
 # "ffffffff81000000 T name" or "ffffffffc0a01000 t name\t[module]"
 _ENTRY = re.compile(r"^([0-9a-fA-F]+) [tT] ([^\t\n]+)(?:\t\[([^\]\n]+)\])?", re.M)
@@ -73,6 +76,17 @@ class Kallsyms:
         for hexaddr, name, _mod in self._entries:
             if name in wanted:
                 found.setdefault(name, []).append(int(hexaddr, 16))
+        return found
+
+    def placed_of(self, names) -> dict[str, list[tuple[int, str]]]:
+        """{name: [(address, module or "" for vmlinux), ...] in listing order}; one pass."""
+        if not self.has_addresses:
+            return {}
+        wanted = set(names)
+        found: dict[str, list[tuple[int, str]]] = {}
+        for hexaddr, name, mod in self._entries:
+            if name in wanted:
+                found.setdefault(name, []).append((int(hexaddr, 16), mod))
         return found
 
     @classmethod
@@ -234,6 +248,34 @@ def read_available_filter_functions(dirs: tuple[str, ...] = TRACING_DIRS) -> tup
             names.add(name)
         return names, why
     return None, "; ".join(whys)
+
+
+def read_text_bases(modules, path: str = KALLSYMS, module_text: str = MODULE_TEXT) -> dict[str, int] | None:
+    """This boot's text bases: {"": vmlinux's _text, module: its .text section} for `modules`, or
+    None when one is missing or hidden (kptr_restrict shows zeros). Cheap: kallsyms is generated
+    as it is read, and _text is in its first lines (after the per-CPU symbols, if any); a module's
+    .text address is a sysfs file (root only)."""
+    bases: dict[str, int] = {}
+    try:
+        with open(path, "rb") as f:
+            seen = 0
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2] == b"_text":
+                    bases[""] = int(parts[0], 16)
+                    break
+                seen += len(line)
+                if seen > MAX_HEAD:
+                    return None
+        for m in sorted(set(modules) - {""}):
+            if not _MODULE_NAME.fullmatch(m):
+                return None
+            bases[m] = int(Path(module_text.format(m)).read_text().strip(), 16)
+    except (OSError, ValueError):
+        return None
+    if "" not in bases or not all(bases.values()):
+        return None
+    return bases
 
 
 # "ffffffff81001234 name" or "ffffffffc0a01234 name [module]"

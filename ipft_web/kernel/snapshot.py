@@ -8,11 +8,14 @@ first run of a boot stores them, and later runs load them instead of reading the
 Most of it outlives a reboot: only addresses move (KASLR). So each snapshot is also stored
 without them, under a key naming the exact build of the kernel and of each loaded module (their
 GNU build ids; the content of their BTF where a build id can't be read): build_key. The first
-run of a later boot of the same kernel and modules loads that part and takes this boot's
-addresses from ftrace's address list (6.5+), which is a fifth of kallsyms: each function's
-ftrace site sits a fixed distance past its symbol in a given build (4 bytes with IBT's endbr,
-else 0), and the part keeps those distances (entry_offsets) from the boot that had both lists.
-Without that list, or with any name it does not match, kallsyms gives the addresses.
+run of a later boot of the same kernel and modules loads that part and moves each function by
+its object's text base in this boot (`relative`): KASLR shifts vmlinux, and each module, as one
+block, so `_text` (the head of kallsyms) and each module's .text section (sysfs) are all it reads.
+Failing that, the addresses come from ftrace's address list (6.5+), which is a fifth of
+kallsyms: each function's ftrace site sits a fixed distance past its symbol in a given build (4
+bytes with IBT's endbr, else 0), and the part keeps those distances (entry_offsets) from the boot
+that had both lists. Without that list, or with any name it does not match, kallsyms gives the
+addresses. Derived addresses are checked against kallsyms once it is read (view.store).
 
 The key holds the boot id, the loaded modules (name, size, address), which of the tracing lists
 were readable, kptr_restrict, the kernel build, and the stamp of the code that made the view.
@@ -43,7 +46,7 @@ from .. import __version__, cachefiles
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2
+FORMAT = 3
 SUBDIR = "kernel"
 BUILD_SUBDIR = "kernel-build"
 KEEP = 4
@@ -56,6 +59,7 @@ MODULES = "/proc/modules"
 KERNEL_NOTES = "/sys/kernel/notes"
 MODULE_NOTES = "/sys/module/{}/notes/.note.gnu.build-id"
 MAX_ENTRY_OFFSET = 64   # an ftrace site further than this past its symbol is not trusted
+MAX_RELATIVE = 1 << 32  # a function further than this from its object's text base is not trusted
 KPTR_RESTRICT = "/proc/sys/kernel/kptr_restrict"
 # Files whose readability changes what the catalog says (a tracefs or debugfs mounted later).
 READABLE = ("/sys/kernel/tracing/available_filter_functions",
@@ -87,6 +91,8 @@ class Snapshot:
                                # None in a view read by this process until stored
     key: str = ""
     entry_offsets: dict | None = None   # function name -> its ftrace site minus its address (see above)
+    relative: dict | None = None        # function name -> [[object ("" vmlinux, or module), address
+                                        # minus that object's text base], ...] (see above)
 
 
 # -- key -------------------------------------------------------------------------------------------
@@ -227,6 +233,44 @@ def entry_offsets(addresses: dict, ftrace: dict | None) -> dict | None:
     return out
 
 
+def relative_addresses(placed: dict, bases: dict | None) -> dict | None:
+    """{name: [[object, address - its text base], ...]} from kallsyms' placement of each name
+    ({name: [(address, module or "")]}) and this boot's text bases; None unless every address
+    has a base and lies near it."""
+    if not placed or not bases:
+        return None
+    out = {}
+    for name, where in placed.items():
+        rows = []
+        for addr, obj in where:
+            base = bases.get(obj)
+            if base is None or not -MAX_RELATIVE < addr - base < MAX_RELATIVE:
+                log.debug("no relative address for %s in %r", name, obj)
+                return None
+            rows.append([obj, addr - base])
+        out[name] = rows
+    return out
+
+
+def relative_objects(part: Snapshot) -> set[str]:
+    """The objects ("" for vmlinux, module names) whose text bases with_relative_addresses() needs."""
+    return {obj for rows in (part.relative or {}).values() for obj, _off in rows}
+
+
+def with_relative_addresses(part: Snapshot, bases: dict | None, digest: str) -> Snapshot | None:
+    """A build part completed with this boot's addresses: each object's text base moved by KASLR
+    (one shift for vmlinux, one per module), the functions' places in it did not (same build ids);
+    None without relative addresses or a base they need."""
+    if not part.relative or not bases:
+        return None
+    addresses = {}
+    for name, rows in part.relative.items():
+        if any(obj not in bases for obj, _off in rows):
+            return None
+        addresses[name] = [bases[obj] + off for obj, off in rows]
+    return replace(part, addresses=addresses, has_addresses=True, symbols=None, key=digest)
+
+
 def with_ftrace_addresses(part: Snapshot, ftrace: dict | None, digest: str) -> Snapshot | None:
     """A build part completed with this boot's addresses from ftrace's address list, or None when
     the part has no entry offsets or the list does not give every name it has them for."""
@@ -272,6 +316,7 @@ def to_json(snap: Snapshot) -> dict:
         "addresses": snap.addresses,
         "has_addresses": bool(snap.has_addresses),
         "entry_offsets": snap.entry_offsets,
+        "relative": snap.relative,
     }
 
 
@@ -380,11 +425,19 @@ def from_json(doc: dict, digest: str) -> Snapshot:
     _want(eoffs is None or (isinstance(eoffs, dict) and all(
         isinstance(k, str) and _NAME.fullmatch(k) is not None and _int(v, 0, MAX_ENTRY_OFFSET)
         for k, v in eoffs.items())), "entry offsets")
+    rel = doc.get("relative")
+    _want(rel is None or (isinstance(rel, dict) and all(
+        isinstance(k, str) and _NAME.fullmatch(k) is not None and isinstance(v, list) and 0 < len(v) <= 64
+        and all(isinstance(r, list) and len(r) == 2 and isinstance(r[0], str)
+                and (r[0] == "" or _MODULE.fullmatch(r[0]) is not None)
+                and type(r[1]) is int and -MAX_RELATIVE < r[1] < MAX_RELATIVE for r in v)
+        for k, v in rel.items())), "relative addresses")
     _want("symbols" not in doc, "format")
     return Snapshot(functions=functions, extra=extra, catalog_source=source, tracepoints=tps,
                     kfree_skb_args=dict(kargs), offsets=offsets, offsets_error=err, reasons=reasons,
                     btf_ids=btf_ids, addresses=addresses, has_addresses=has,
-                    symbols=SymbolTable(array.array("Q"), []), key=digest, entry_offsets=eoffs)
+                    symbols=SymbolTable(array.array("Q"), []), key=digest, entry_offsets=eoffs,
+                    relative=rel)
 
 
 def _list(doc: dict, name: str) -> list:
@@ -439,6 +492,16 @@ def save(snap: Snapshot, base: Path | None = None, sub: str = SUBDIR) -> Path | 
                 except OSError:
                     pass
     return path
+
+
+def remove(digest: str | None, base: Path | None = None, sub: str = SUBDIR) -> None:
+    """Delete one stored snapshot (a build part found wrong)."""
+    where = cachefiles.cache_dir(sub, base=base)
+    if digest and where is not None:
+        try:
+            (where / f"{digest}.json").unlink()
+        except OSError:
+            pass
 
 
 def clear() -> int:

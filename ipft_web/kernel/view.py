@@ -90,6 +90,8 @@ class KernelView:
         self._unsaved = False          # read from the kernel, not yet stored for the boot
         self._store_base = None        # the cache directory when it was read
         self._build_key = None         # read from type info: also stored for later boots under this
+        self._derived = None           # how a later boot's addresses were derived ("text bases", "ftrace")
+        self._part_key = None          # ... and the key of the build part they came from
         self._saver = None
         self._store_lock = threading.Lock()
 
@@ -126,10 +128,19 @@ class KernelView:
         if part is None:
             return None
         from . import kallsyms
-        snap = snapshot_mod.with_ftrace_addresses(part, kallsyms.read_ftrace_addresses(), digest)
-        if snap is not None:   # kallsyms is read later, when a symbol is asked for or the view stored
-            log.info("kernel view loaded from this kernel's cache (%s), addresses from ftrace", build[:12])
+        # kallsyms is read later (when a symbol is asked for, or the view stored) unless needed here
+        snap = None
+        if part.relative:
+            bases = kallsyms.read_text_bases(snapshot_mod.relative_objects(part))
+            snap = snapshot_mod.with_relative_addresses(part, bases, digest)
+            how = "text bases"
+        if snap is None:
+            snap = snapshot_mod.with_ftrace_addresses(part, kallsyms.read_ftrace_addresses(), digest)
+            how = "ftrace"
+        if snap is not None:
+            log.info("kernel view loaded from this kernel's cache (%s), addresses from %s", build[:12], how)
             view = cls(snap)
+            view._derived, view._part_key = how, build
         else:
             syms = kallsyms.load()
             log.info("kernel view loaded from this kernel's cache (%s), addresses from kallsyms", build[:12])
@@ -171,8 +182,15 @@ class KernelView:
                 return
             self._unsaved = False
             try:
+                if self._derived:
+                    self._check_derived()
                 if self.snap.symbols is None:
                     self.snap.symbols = self.syms.symbol_table()
+                if self.snap.relative is None and self._build_key:
+                    from . import kallsyms
+                    placed = self.syms.placed_of(self.snap.addresses)
+                    bases = kallsyms.read_text_bases({obj for rows in placed.values() for _a, obj in rows})
+                    self.snap.relative = snapshot_mod.relative_addresses(placed, bases)
                 if self.snap.entry_offsets is None and self._build_key:
                     from . import kallsyms
                     self.snap.entry_offsets = snapshot_mod.entry_offsets(self.snap.addresses,
@@ -183,6 +201,20 @@ class KernelView:
                                       snapshot_mod.BUILD_SUBDIR)
             except Exception as exc:   # a cache that cannot be written costs the next start, nothing else
                 log.warning("could not store the kernel view: %s", exc)
+
+    def _check_derived(self) -> None:
+        """The addresses a later boot derived (text bases, ftrace) against kallsyms, now read: on
+        any difference, kallsyms' are kept for this boot and the build's stored part is dropped
+        (the next boot reads the kernel)."""
+        real = self.syms.addresses_of(self.snap.addresses)
+        wrong = sorted(n for n, addrs in self.snap.addresses.items() if sorted(real.get(n, [])) != sorted(addrs))
+        if not wrong:
+            return
+        log.warning("%d function addresses taken from %s differ from kallsyms (%s): hits on them may have been "
+                    "named wrongly in this trace; this kernel's stored view is dropped", len(wrong), self._derived,
+                    ", ".join(wrong[:3]))
+        self.snap.addresses = {n: a for n, a in real.items()}
+        snapshot_mod.remove(self._part_key, self._store_base, snapshot_mod.BUILD_SUBDIR)
 
     def store_soon(self) -> None:
         """store() in a thread (the process waits for it at exit)."""
