@@ -228,8 +228,8 @@ def cli_start(regex: str | None, backend: str, cache: str) -> dict:
         if "kernel view loaded from this boot's cache" in line:
             view = "kernel view stored"
         elif "kernel view loaded from this kernel's cache" in line:
-            view = "kernel view of an earlier boot, " + ("ftrace's" if "from ftrace" in line else "kallsyms'") + \
-                " addresses read"
+            source = line.rsplit("addresses from ", 1)[-1].strip()   # text bases, ftrace, kallsyms
+            view = f"kernel view of an earlier boot, addresses from {source}"
         if line.startswith("BPF program "):
             how = "program cached" if "from the cache" in line else "compiled"
         if line.startswith("tracing "):
