@@ -132,7 +132,7 @@ def trace(args) -> int:
     from .interrupt import Interrupt
     from .marks.cli import applied_rules
 
-    tracer = Tracer(config, on_journey)
+    tracer = Tracer(config, on_journey, store_view=False)
     rules = applied_rules(args, config.mark, config.mask)  # validated before anything is attached
 
     def on_signal(signum):
@@ -159,6 +159,9 @@ def trace(args) -> int:
             failed = f", {st['failed']} refused{'' if args.verbose else ' (-v lists them)'}" if st["failed"] else ""
             sys.stderr.write(f"tracing {st['attached']} functions ({st['backend']}){failed}\n")
             sys.stderr.flush()
+            # the first run of a boot stores the kernel view for the next ones: in a thread, now
+            # that tracing is announced (sorting and writing every symbol holds the GIL for long)
+            tracer.kernel.store_soon()
             deadline = time.monotonic() + args.duration if args.duration else None
             while not stop["now"] and (deadline is None or time.monotonic() < deadline):
                 tracer.poll(100)

@@ -109,8 +109,12 @@ def resolve_fields(config: TraceConfig, kernel: KernelView):
 
 
 class Tracer:
-    def __init__(self, config: TraceConfig, on_journey, on_progress=None, kernel: KernelView | None = None):
+    def __init__(self, config: TraceConfig, on_journey, on_progress=None, kernel: KernelView | None = None,
+                 store_view: bool = True):
+        """`store_view`: once tracing, store the kernel view in a thread if it was read (False: the
+        caller does, with tracer.kernel.store_soon(), when its own start-up is done)."""
         self.config = config
+        self.store_view = store_view
         self.on_journey = on_journey
         self.on_progress = on_progress or (lambda stage, done, total: None)
         self.kernel = kernel
@@ -212,7 +216,8 @@ class Tracer:
         self.timings["start"] = round(time.monotonic() - t0, 3)
         self.state = "tracing"
         self.started_at = time.time()
-        kernel.store_soon()   # the first process of a boot stores its kernel view now, off the way here
+        if self.store_view:
+            kernel.store_soon()   # the first process of a boot stores its kernel view now, off the way here
 
     def _plans(self, kernel) -> list:
         """[(backend, kprobe catalog entries, tracepoint slots)] to try in order: the chosen backend,

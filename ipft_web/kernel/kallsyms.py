@@ -24,6 +24,23 @@ _MODULE_NAME = re.compile(r"[A-Za-z0-9_\-]{1,128}")
 _ENTRY = re.compile(r"^([0-9a-fA-F]+) [tT] ([^\t\n]+)(?:\t\[([^\]\n]+)\])?", re.M)
 
 
+CHUNK = 1 << 18
+
+
+def _findall_chunked(pattern, text: str) -> list:
+    """pattern.findall(text) for a line-anchored pattern, a quarter MB at a time: one findall over
+    all of kallsyms would hold the GIL for seconds under emulation, stalling the thread that traces
+    while another stores the kernel view."""
+    out: list = []
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start + CHUNK)
+        end = len(text) if end < 0 else end + 1
+        out.extend(pattern.findall(text, start, end))
+        start = end
+    return out
+
+
 class Kallsyms:
     """Text symbols of the running kernel, from /proc/kallsyms text (or any text in its format).
 
@@ -31,7 +48,7 @@ class Kallsyms:
     names, and a trace that never symbolizes an address never needs the sorted one)."""
 
     def __init__(self, text: str = ""):
-        entries = _ENTRY.findall(text)          # [(hex address, name, module or "")]
+        entries = _findall_chunked(_ENTRY, text)   # [(hex address, name, module or "")]
         self._entries = entries
         self._total = len(entries)
         self._names: tuple | None = None        # (first address by name, duplicates, modules)
