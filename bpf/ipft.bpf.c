@@ -1,13 +1,14 @@
 // ipft-web: one BCC program for every backend.
 //
 // Kernel struct fields are read at byte offsets taken from BTF (or DWARF) at run
-// time and passed in as -D constants (OFF_*), never through header struct
-// layouts: that is what lets BCC compile this against any installed header tree.
-// The mark and mask live in a map, so the compiled program does not depend on
-// what the user asks for and can be compiled before tracing starts.
+// time and written into the config map with the mark and mask (OFF_* below), never
+// through header struct layouts; the skb tracepoints' argument positions are map
+// contents too. So the compiled program depends neither on what the user asks for
+// nor on the kernel: it is compiled once, before tracing starts, and one image
+// serves every kernel (ipft_web/bpfcache.py keys it without the kernel).
 //
-// Generated code appended by ipft_web/program.py holds only integers: one
-// raw-tracepoint entry per skb tracepoint slot (IPFT_TP_SLOT(slot, argidx)).
+// Generated code appended by ipft_web/program.py holds only integers: the
+// raw-tracepoint entries, one per slot (IPFT_TP_SLOT(slot)), the same for every kernel.
 //
 // User-chosen fields (--field skb->dev->name) are offset chains in the ipft_fields map, filled by
 // ipft_web/fields/bpfmap.py: the program follows each chain with bounded probe reads and copies a
@@ -49,9 +50,31 @@ struct ipft_field {
     s32 off;       /* offset of the value in the last struct */
 };
 
+/* Offsets of the kernel struct fields the program reads (ipft_web/program.py FIELDS, same order). */
+#define IPFT_N_OFFSETS 11
+#define OFF_SKB_LEN (cfg->off[0])
+#define OFF_SKB_MARK (cfg->off[1])
+#define OFF_SKB_DEV (cfg->off[2])
+#define OFF_SKB_SK (cfg->off[3])
+#define OFF_SKB_HEAD (cfg->off[4])
+#define OFF_SKB_NETWORK_HEADER (cfg->off[5])
+#define OFF_DEV_IFINDEX (cfg->off[6])
+#define OFF_DEV_NAME (cfg->off[7])
+#define OFF_DEV_ND_NET (cfg->off[8])
+#define OFF_NET_INUM (cfg->off[9])
+#define OFF_SK_NET (cfg->off[10])
+
+#define IPFT_MAX_TP_SLOTS 48
+
 struct ipft_config {
     u32 mark;
     u32 mask;
+    u32 off[IPFT_N_OFFSETS];
+    s32 kfree_location_arg;   /* skb:kfree_skb's argument positions, -1 when it has none */
+    s32 kfree_reason_arg;
+    u32 kfree_slot;           /* the slots events of skb:kfree_skb / skb:consume_skb carry */
+    u32 consume_slot;
+    u8 tp_arg[IPFT_MAX_TP_SLOTS];   /* the skb's argument position of each tracepoint slot */
 };
 
 struct ipft_event {
@@ -93,7 +116,7 @@ BPF_RINGBUF_OUTPUT(ipft_events, IPFT_RINGBUF_PAGES);
 BPF_ARRAY(ipft_fields, struct ipft_field, IPFT_MAX_FIELDS);
 BPF_ARRAY(ipft_nfields, u32, 1);
 
-static __always_inline void ipft_read_tuple(struct ipft_event *e, void *skb)
+static __always_inline void ipft_read_tuple(struct ipft_config *cfg, struct ipft_event *e, void *skb)
 {
     unsigned char *head = NULL;
     u16 nh = UNSET16;
@@ -131,7 +154,7 @@ static __always_inline void ipft_read_tuple(struct ipft_event *e, void *skb)
         bpf_probe_read_kernel(e->l4, 4, head + l4off);
 }
 
-static __always_inline u32 ipft_netns_of(void *net_ptr_addr)
+static __always_inline u32 ipft_netns_of(struct ipft_config *cfg, void *net_ptr_addr)
 {
     void *net = NULL;
     u32 inum = 0;
@@ -141,7 +164,7 @@ static __always_inline u32 ipft_netns_of(void *net_ptr_addr)
     return inum;
 }
 
-static __always_inline u8 ipft_read_field(u8 *out, void *skb, struct ipft_field *f)
+static __always_inline u8 ipft_read_field(struct ipft_config *cfg, u8 *out, void *skb, struct ipft_field *f)
 {
     void *p = skb;
     u8 base = f->base;
@@ -193,7 +216,7 @@ static __always_inline u8 ipft_read_field(u8 *out, void *skb, struct ipft_field 
 }
 
 /* Reads the first n configured fields into the event. */
-static __always_inline void ipft_read_fields(struct ipft_event *e, void *skb, u32 n)
+static __always_inline void ipft_read_fields(struct ipft_config *cfg, struct ipft_event *e, void *skb, u32 n)
 {
 #pragma nounroll
     for (int i = 0; i < IPFT_MAX_FIELDS; i++) {
@@ -201,7 +224,7 @@ static __always_inline void ipft_read_fields(struct ipft_event *e, void *skb, u3
             u32 idx = i;
             struct ipft_field *f = ipft_fields.lookup(&idx);
             if (f)
-                e->fstate[i] = ipft_read_field(e->fval[i], skb, f);
+                e->fstate[i] = ipft_read_field(cfg, e->fval[i], skb, f);
         }
     }
 }
@@ -259,15 +282,15 @@ static __always_inline int ipft_hit_at(void *ctx, void *skb, u64 addr, u8 kind,
     if (dev) {
         bpf_probe_read_kernel(&e.ifindex, sizeof(e.ifindex), dev + OFF_DEV_IFINDEX);
         bpf_probe_read_kernel(e.ifname, sizeof(e.ifname), dev + OFF_DEV_NAME);
-        e.netns = ipft_netns_of(dev + OFF_DEV_ND_NET);
+        e.netns = ipft_netns_of(cfg, dev + OFF_DEV_ND_NET);
     } else {
         void *sk = NULL;
         bpf_probe_read_kernel(&sk, sizeof(sk), skb + OFF_SKB_SK);
         if (sk)
-            e.netns = ipft_netns_of(sk + OFF_SK_NET);
+            e.netns = ipft_netns_of(cfg, sk + OFF_SK_NET);
     }
     if (kind != KIND_FREE)
-        ipft_read_tuple(&e, skb);
+        ipft_read_tuple(cfg, &e, skb);
 
     /* Fields are not read at kfree_skbmem: the data behind the skb is gone by then. */
     u64 size = IPFT_EVENT_BASE_SIZE;
@@ -279,7 +302,7 @@ static __always_inline int ipft_hit_at(void *ctx, void *skb, u64 addr, u8 kind,
     if (n > IPFT_MAX_FIELDS)
         n = IPFT_MAX_FIELDS;
     if (n && kind != KIND_FREE) {
-        ipft_read_fields(&e, skb, n);
+        ipft_read_fields(cfg, &e, skb, n);
         size = IPFT_EVENT_BASE_SIZE + IPFT_MAX_FIELDS + n * IPFT_FIELD_SIZE;
     }
 #endif
@@ -331,28 +354,58 @@ int kprobe_multi_skb(struct pt_regs *ctx)
                          (cookie & KPROBE_MULTI_FREE) ? KIND_FREE : KIND_KPROBE);
 }
 
+/* A raw tracepoint's argument at a position known at run time: copied out with a probe read like
+ * the kprobe registers above (a direct load would count as reading the context that far, and
+ * the kernel refuses to attach a program reading past a tracepoint's last argument). */
+static __always_inline u64 ipft_raw_arg(struct bpf_raw_tracepoint_args *ctx, s32 pos)
+{
+    void *at;
+    switch (pos) {
+    case 0: at = &ctx->args[0]; break;
+    case 1: at = &ctx->args[1]; break;
+    case 2: at = &ctx->args[2]; break;
+    case 3: at = &ctx->args[3]; break;
+    case 4: at = &ctx->args[4]; break;
+    case 5: at = &ctx->args[5]; break;
+    default: return 0;
+    }
+    u64 v = 0;
+    bpf_probe_read_kernel(&v, sizeof(v), at);
+    return v;
+}
+
 /* skb:kfree_skb and skb:consume_skb as raw tracepoints (args[0] is the skb). */
 int tp_kfree_skb(struct bpf_raw_tracepoint_args *ctx)
 {
-    u64 location = 0;
-    u32 reason = 0;
-#ifdef KFREE_SKB_LOCATION_ARG
-    location = ctx->args[KFREE_SKB_LOCATION_ARG];
-#endif
-#ifdef KFREE_SKB_REASON_ARG
-    reason = (u32)ctx->args[KFREE_SKB_REASON_ARG];
-#endif
-    return ipft_hit(ctx, (void *)ctx->args[0], TP_SLOT_KFREE_SKB, KIND_DROP, location, reason);
+    u32 zero = 0;
+    struct ipft_config *cfg = ipft_config.lookup(&zero);
+    if (!cfg)
+        return 0;
+    u64 location = ipft_raw_arg(ctx, cfg->kfree_location_arg);
+    u32 reason = (u32)ipft_raw_arg(ctx, cfg->kfree_reason_arg);
+    return ipft_hit(ctx, (void *)ctx->args[0], cfg->kfree_slot, KIND_DROP, location, reason);
 }
 
 int tp_consume_skb(struct bpf_raw_tracepoint_args *ctx)
 {
-    return ipft_hit(ctx, (void *)ctx->args[0], TP_SLOT_CONSUME_SKB, KIND_CONSUME, 0, 0);
+    u32 zero = 0;
+    struct ipft_config *cfg = ipft_config.lookup(&zero);
+    if (!cfg)
+        return 0;
+    return ipft_hit(ctx, (void *)ctx->args[0], cfg->consume_slot, KIND_CONSUME, 0, 0);
 }
 
-#define IPFT_TP_SLOT(slot, argidx) \
-    int tp_slot_##slot(struct bpf_raw_tracepoint_args *ctx) \
-    { return ipft_hit(ctx, (void *)ctx->args[argidx], slot, KIND_TP, 0, 0); }
+static __always_inline int ipft_hit_slot(struct bpf_raw_tracepoint_args *ctx, u32 slot)
+{
+    u32 zero = 0;
+    struct ipft_config *cfg = ipft_config.lookup(&zero);
+    if (!cfg || slot >= IPFT_MAX_TP_SLOTS)
+        return 0;
+    return ipft_hit(ctx, (void *)ipft_raw_arg(ctx, cfg->tp_arg[slot]), slot, KIND_TP, 0, 0);
+}
+
+#define IPFT_TP_SLOT(slot) \
+    int tp_slot_##slot(struct bpf_raw_tracepoint_args *ctx) { return ipft_hit_slot(ctx, slot); }
 
 /* fentry entries (BPF_PROG_TYPE_TRACING): ctx is the argument array. BCC compiles them like any
  * function; ipft_web/backends/fentry.py loads their instructions once per traced function with

@@ -1,9 +1,10 @@
-"""The BPF program: bpf/ipft.bpf.c plus the kernel's struct offsets, compiled with BCC
-(or taken from the cache of earlier compiles, ipft_web/bpfcache.py) and loaded by ipft_web/bpfobject.py.
+"""The BPF program: bpf/ipft.bpf.c compiled with BCC (or taken from the cache of earlier
+compiles, ipft_web/bpfcache.py) and loaded by ipft_web/bpfobject.py.
 
 Every field the program reads is located through the type database (BTF or DWARF) of the
-running kernel and handed to the C code as an integer constant. The generated part of the
-source is integers only; nothing a user typed ever reaches the C text.
+running kernel and written into the program's config map with the mark, as are the skb
+tracepoints' argument positions: the compiled program is the same for every kernel. The
+generated part of the source is integers only; nothing a user typed ever reaches the C text.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from .ringbuf import RingReader
 
 log = logging.getLogger(__name__)
 
-# (macro, struct, member path) for every field the program reads.
+# (macro, struct, member path) for every field the program reads, in the order of the C's
+# ipft_config.off[] (bpf/ipft.bpf.c: OFF_* are cfg->off[i]).
 FIELDS = (
     ("OFF_SKB_LEN", "sk_buff", "len"),
     ("OFF_SKB_MARK", "sk_buff", "mark"),
@@ -37,6 +39,7 @@ FIELDS = (
     ("OFF_SK_NET", "sock", "__sk_common.skc_net.net"),
 )
 
+MAX_TP_SLOTS = 48     # bpf/ipft.bpf.c IPFT_MAX_TP_SLOTS
 RINGBUF_PAGES = 4096  # 16 MiB: ~140k events between two polls (a marked flood comes in bursts)
 
 KPROBE_POSITIONS = (1, 2, 3, 4, 5)
@@ -78,35 +81,50 @@ def offsets(typedb) -> dict[str, int]:
     return out
 
 
-def build_spec(field_offsets: dict[str, int], tracepoints: list[Tracepoint], kfree_skb_args: dict | None = None,
-               with_fields: bool = False) -> ProgramSpec:
-    """Source text + cflags for this kernel. `field_offsets`: offsets(typedb);
-    `kfree_skb_args` = {"reason": idx, "location": idx}."""
+def build_spec(with_fields: bool = False) -> ProgramSpec:
+    """Source text + cflags: the same for every kernel (what differs goes into the config map)."""
     src = (resources.path("bpf") / "ipft.bpf.c").read_text()
-    cflags = [f"-D{macro}={int(value)}" for macro, value in field_offsets.items()]
-    cflags.append(f"-DIPFT_RINGBUF_PAGES={RINGBUF_PAGES}")
+    cflags = [f"-DIPFT_RINGBUF_PAGES={RINGBUF_PAGES}"]
     cflags.append("-w")  # clang warnings about kernel headers are noise on a user's terminal
     if with_fields:
         cflags.append("-DIPFT_FIELDS=1")
-    spec = ProgramSpec(text="", cflags=cflags)
-    lines = [src, "", "/* generated: one entry per skb tracepoint (slot, arg index) */"]
+    lines = [src, "", "/* generated: one raw-tracepoint entry per slot */"]
+    lines += [f"IPFT_TP_SLOT({slot})" for slot in range(MAX_TP_SLOTS)]
+    return ProgramSpec(text="\n".join(lines) + "\n", cflags=cflags)
+
+
+def with_slots(spec: ProgramSpec, tracepoints: list[Tracepoint]) -> ProgramSpec:
+    """`spec` with this kernel's tracepoints in slots: slot i is tracepoints[i] (skb:kfree_skb and
+    skb:consume_skb have programs of their own; the others, the slot's tp_slot_N, up to MAX_TP_SLOTS)."""
+    out = ProgramSpec(text=spec.text, cflags=list(spec.cflags))
     for slot, tp in enumerate(tracepoints):
-        spec.slots[slot] = tp
+        out.slots[slot] = tp
         if tp.name == "kfree_skb":
-            spec.kfree_skb_slot = slot
+            out.kfree_skb_slot = slot
         elif tp.name == "consume_skb":
-            spec.consume_skb_slot = slot
-        else:
-            lines.append(f"IPFT_TP_SLOT({int(slot)}, {int(tp.arg)})")
-    spec.text = "\n".join(lines) + "\n"
-    # Slots of the two lifecycle tracepoints; -1 if this kernel lacks them.
-    cflags.append(f"-DTP_SLOT_KFREE_SKB={spec.kfree_skb_slot if spec.kfree_skb_slot is not None else -1}")
-    cflags.append(f"-DTP_SLOT_CONSUME_SKB={spec.consume_skb_slot if spec.consume_skb_slot is not None else -1}")
-    for key, macro in (("reason", "KFREE_SKB_REASON_ARG"), ("location", "KFREE_SKB_LOCATION_ARG")):
-        idx = (kfree_skb_args or {}).get(key)
-        if idx is not None:
-            cflags.append(f"-D{macro}={int(idx)}")
-    return spec
+            out.consume_skb_slot = slot
+    return out
+
+
+CONFIG = struct.Struct(f"<II{len(FIELDS)}IiiII{MAX_TP_SLOTS}B")
+
+
+def config_value(mark: int, mask: int, field_offsets: dict[str, int], spec: ProgramSpec,
+                 kfree_skb_args: dict | None) -> bytes:
+    """struct ipft_config: the mark and mask, the struct offsets (offsets(typedb)), skb:kfree_skb's
+    argument positions ({"reason": idx, "location": idx}), and each tracepoint slot's skb argument."""
+    args = kfree_skb_args or {}
+    tp_arg = [0] * MAX_TP_SLOTS
+    for slot, tp in spec.slots.items():
+        if slot < MAX_TP_SLOTS:
+            tp_arg[slot] = int(tp.arg)
+    none = 0xFFFFFFFF   # no slot: no event carries it
+    return CONFIG.pack(mark & mask & 0xFFFFFFFF, mask & 0xFFFFFFFF,
+                       *(int(field_offsets[macro]) for macro, _s, _p in FIELDS),
+                       -1 if args.get("location") is None else int(args["location"]),
+                       -1 if args.get("reason") is None else int(args["reason"]),
+                       none if spec.kfree_skb_slot is None else spec.kfree_skb_slot,
+                       none if spec.consume_skb_slot is None else spec.consume_skb_slot, *tp_arg)
 
 
 def raise_limits(probes: int) -> None:
@@ -152,26 +170,34 @@ def compile_program(spec: ProgramSpec):
     return bpf
 
 
-def image_for(spec: ProgramSpec, headers: str | None) -> tuple[Image, bool]:
-    """The compiled image of `spec`: from the cache when this exact compile was done before
-    (second value True), else compiled now with BCC and stored."""
-    digest = bpfcache.key(spec.text, spec.cflags, headers)
+def image_for(spec: ProgramSpec) -> tuple[Image, bool, str | None]:
+    """The compiled image of `spec`: from the cache when this exact compile was done before, on
+    this kernel or another (second value True; no header tree needed then), else compiled now
+    with BCC and stored (third value: which headers, when not the running kernel's own)."""
+    digest = bpfcache.key(spec.text, spec.cflags)
     image = bpfcache.load(digest)
     if image is not None:
         log.info("BPF program loaded from the cache (%s)", digest[:12])
-        return image, True
+        return image, True, None
+    note = set_kernel_headers()
+    if note:
+        log.info("%s", note)
     bpf = compile_program(spec)
     try:
         image = Image.from_bcc(bpf)
     finally:
         bpf.cleanup()   # BCC's maps and module go; the image holds no fd
     bpfcache.save(digest, image)
-    return image, False
+    return image, False, note
 
 
-def set_filter(obj: BPFObject, mark: int, mask: int) -> None:
-    """Write the mark/mask into the running program's config map (struct ipft_config)."""
-    obj.map("ipft_config").update(ZERO_KEY, struct.pack("<II", mark & mask & 0xFFFFFFFF, mask & 0xFFFFFFFF))
+def set_filter(prog: "Compiled", mark: int, mask: int) -> None:
+    """Write the mark/mask, with this kernel's offsets, into the program's config map."""
+    table = prog.obj.map("ipft_config")
+    if table.spec.value_size != CONFIG.size:
+        raise EnvError(f"the BPF program's config holds {table.spec.value_size} bytes, not {CONFIG.size}: "
+                       "a program image of another version")
+    table.update(ZERO_KEY, config_value(mark, mask, prog.offsets, prog.spec, prog.kfree_skb_args))
 
 
 def lost_events(obj: BPFObject) -> int:
@@ -191,8 +217,10 @@ class Compiled:
     """
 
     def __init__(self, spec: ProgramSpec, obj: BPFObject, header_note: str | None, seconds: float,
-                 cached: bool = False):
+                 cached: bool = False, offsets: dict | None = None, kfree_skb_args: dict | None = None):
         self.spec = spec
+        self.offsets = offsets or {}             # this kernel's, for the config map (set_filter)
+        self.kfree_skb_args = kfree_skb_args
         self.obj = obj
         self.header_note = header_note
         self.seconds = seconds
@@ -232,12 +260,11 @@ def compiled(kernel, key=None, with_fields: bool = False) -> Compiled:
     with _compile_lock:
         prog = _compiled.get(key)
         if prog is None:
-            spec = build_spec(kernel.offsets(), kernel.tracepoints, kernel.kfree_skb_args, with_fields)
-            note = set_kernel_headers()
-            if note:
-                log.info("%s", note)
+            field_offsets = kernel.offsets()   # EnvError when the type info lacks a field
+            spec = build_spec(with_fields)
             started = time.monotonic()
-            image, cached = image_for(spec, os.environ.get("BCC_KERNEL_SOURCE"))
-            prog = Compiled(spec, BPFObject(image, "-DIPFT_FIELDS=1" in spec.cflags), note, time.monotonic() - started, cached)
+            image, cached, note = image_for(spec)
+            prog = Compiled(with_slots(spec, kernel.tracepoints), BPFObject(image, with_fields), note,
+                            time.monotonic() - started, cached, field_offsets, kernel.kfree_skb_args)
             _compiled[key] = prog
         return prog

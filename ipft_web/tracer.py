@@ -189,7 +189,7 @@ class Tracer:
         self._check_cancel()
         t1 = time.monotonic()
         self.lost_base = program.lost_events(self.obj)
-        program.set_filter(self.obj, self.config.mark, self.config.mask)
+        program.set_filter(prog, self.config.mark, self.config.mask)
         if self.fieldset:   # a program without fields has no field code (its maps stay unread)
             from .fields import bpfmap
             bpfmap.load(self.obj, self.fieldset.fields)

@@ -86,11 +86,56 @@ def test_json_damage_is_refused(edit):
         Image.from_json(damaged(edit))
 
 
-def test_key_follows_what_is_compiled():
-    a = bpfcache.key("text", ["-DOFF=1"], "/h")
-    assert a == bpfcache.key("text", ["-DOFF=1"], "/h")
-    assert len({a, bpfcache.key("text2", ["-DOFF=1"], "/h"), bpfcache.key("text", ["-DOFF=2"], "/h"),
-                bpfcache.key("text", ["-DOFF=1"], "/other")}) == 4
+def test_key_follows_what_is_compiled(monkeypatch):
+    a = bpfcache.key("text", ["-DX=1"])
+    assert a == bpfcache.key("text", ["-DX=1"])
+    assert len({a, bpfcache.key("text2", ["-DX=1"]), bpfcache.key("text", ["-DX=2"])}) == 3
+    # not the kernel: one image serves every kernel of the machine's architecture
+    uname = os.uname()
+    monkeypatch.setattr(os, "uname", lambda: os.uname_result(
+        (uname.sysname, uname.nodename, "9.9.9-other", "#1 other", uname.machine)))
+    assert bpfcache.key("text", ["-DX=1"]) == a
+    monkeypatch.setattr(os, "uname", lambda: os.uname_result(
+        (uname.sysname, uname.nodename, uname.release, uname.version, "aarch64")))
+    assert bpfcache.key("text", ["-DX=1"]) != a
+
+
+def test_the_program_is_the_same_for_every_kernel():
+    """Nothing of the kernel is in what is compiled: its offsets and tracepoint arguments are
+    written into the config map (program.config_value), so the spec depends on the variant only."""
+    from ipft_web import program
+    for fields in (False, True):
+        spec = program.build_spec(fields)
+        assert "OFF_SKB_MARK=" not in " ".join(spec.cflags) and not spec.slots
+        assert spec.text == program.build_spec(fields).text
+    src = (program.resources.path("bpf") / "ipft.bpf.c").read_text()
+    import re
+    in_c = re.findall(r"#define (OFF_[A-Z_]+) \(cfg->off\[(\d+)\]\)", src)
+    assert [(m, int(i)) for m, i in in_c] == [(m, i) for i, (m, _s, _p) in enumerate(program.FIELDS)], \
+        "bpf/ipft.bpf.c's OFF_* and program.FIELDS in the same order"
+    assert f"#define IPFT_N_OFFSETS {len(program.FIELDS)}" in src
+    assert f"#define IPFT_MAX_TP_SLOTS {program.MAX_TP_SLOTS}" in src
+
+
+def test_config_value_carries_the_kernel():
+    from ipft_web import program
+    tps = [program.Tracepoint(name="netif_receive_skb", group="net", arg=0),
+           program.Tracepoint(name="kfree_skb", group="skb", arg=0),
+           program.Tracepoint(name="consume_skb", group="skb", arg=0),
+           program.Tracepoint(name="br_fdb_add", group="bridge", arg=2)]
+    spec = program.with_slots(program.build_spec(), tps)
+    assert (spec.kfree_skb_slot, spec.consume_skb_slot) == (1, 2) and spec.slots[3].arg == 2
+    offsets = {m: 100 + i for i, (m, _s, _p) in enumerate(program.FIELDS)}
+    raw = program.config_value(0xDEADBEEF, 0xFFFF0000, offsets, spec, {"reason": 3, "location": 1})
+    v = program.CONFIG.unpack(raw)
+    n = len(program.FIELDS)
+    assert v[:2] == (0xDEAD0000, 0xFFFF0000)
+    assert list(v[2:2 + n]) == [100 + i for i in range(n)]
+    assert v[2 + n:6 + n] == (1, 3, 1, 2)
+    assert v[6 + n:10 + n] == (0, 0, 0, 2)
+    v = program.CONFIG.unpack(program.config_value(1, 0xFFFFFFFF, offsets, program.with_slots(program.build_spec(), []),
+                                                   {}))
+    assert v[2 + n:6 + n] == (-1, -1, 0xFFFFFFFF, 0xFFFFFFFF), "no kfree_skb arguments, no lifecycle slots"
 
 
 def test_store_and_load(tmp_path, monkeypatch):

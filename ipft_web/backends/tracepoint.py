@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import EnvError
 from ..kernel.sysbpf import BPF_PROG_TYPE_RAW_TRACEPOINT, BPFError, raw_tracepoint_open
+from ..program import MAX_TP_SLOTS
 from . import AttachResult, close_many
 
 LOAD_THREADS = max(1, min(4, os.cpu_count() or 1))
@@ -40,6 +41,8 @@ class TracepointBackend:
         total = len(slots)
 
         def load(slot):
+            if self.program_for(slot).startswith("tp_slot_") and slot >= MAX_TP_SLOTS:
+                return None, f"more skb tracepoints than the BPF program has slots ({MAX_TP_SLOTS})"
             try:
                 return self.obj.prog_fd(self.program_for(slot), BPF_PROG_TYPE_RAW_TRACEPOINT), None
             except EnvError as exc:
