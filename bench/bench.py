@@ -212,14 +212,14 @@ def ipftrace2(path: str, regex: str | None, backend: str, seconds: float, flood:
     return row
 
 
-def cli_start(regex: str | None, backend: str, cache: str) -> dict:
+def cli_start(regex: str | None, backend: str, cache: str, extra_env: dict | None = None) -> dict:
     """`ipft` as a user runs it: seconds until it says "tracing N functions", then Ctrl-C to exit."""
     # IPFT_BENCH_CLI: an `ipft` installed as users get it (bench/run-guest.sh makes one: not the
     # test venv's editable install, whose import hook costs 0.8 s of each start under emulation)
     cli = os.environ.get("IPFT_BENCH_CLI")
     argv = [cli] if cli else [sys.executable, "-m", "ipft_web.cli"]
     argv += ["-m", hex(MARK), "-b", backend, "-v"] + (["-r", regex] if regex else [])
-    env = dict(os.environ, IPFT_CACHE_DIR=cache)
+    env = dict(os.environ, IPFT_CACHE_DIR=cache, **(extra_env or {}))
     t0 = time.monotonic()
     p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
                          cwd=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -231,7 +231,8 @@ def cli_start(regex: str | None, backend: str, cache: str) -> dict:
             source = line.rsplit("addresses from ", 1)[-1].strip()   # text bases, ftrace, kallsyms
             view = f"kernel view of an earlier boot, addresses from {source}"
         if line.startswith("BPF program "):
-            how = "program cached" if "from the cache" in line else "compiled"
+            how = ("program cached" if "from the cache" in line else
+                   "program shipped" if "shipped" in line else "compiled")
         if line.startswith("tracing "):
             ready = time.monotonic() - t0
             break
@@ -309,7 +310,7 @@ def main() -> int:
         print("bench: needs root", file=sys.stderr)
         return 2
     import tempfile
-    os.environ["IPFT_CACHE_DIR"] = tempfile.mkdtemp(prefix="ipft-bench-cache-")   # the first start compiles
+    os.environ["IPFT_CACHE_DIR"] = tempfile.mkdtemp(prefix="ipft-bench-cache-")   # (the shipped program, if current)
     kernel = KernelView.load()
     kernel.store()   # now, not while the first row measures throughput
     backends = args.backend or kernel.backends()
@@ -320,10 +321,15 @@ def main() -> int:
     for b in backends:
         rows.append(run_backend(b, args.regex, args.seconds, args.flood))
         print("done:", {k: v for k, v in rows[-1].items() if k != "refused"}, flush=True)
+    # first, with an empty cache and the shipped program ignored: it reads the kernel and
+    # compiles (what a changed bpf/ipft.bpf.c costs); then a fresh cache: the first run reads the
+    # kernel and takes the program shipped with ipft-web (a user's first run), the second loads
+    # both; the third is the first run of a later boot (this boot's view deleted: the kernel's is
+    # kept), the fourth reads the kernel with the program cached (both views deleted)
+    rows.append(cli_start(args.regex, backends[0], tempfile.mkdtemp(prefix="ipft-bench-cache-"),
+                          {"IPFT_PREBUILT": "off"}))
+    print("done:", {k: v for k, v in rows[-1].items() if k != "refused"}, flush=True)
     cache = tempfile.mkdtemp(prefix="ipft-bench-cache-")
-    # a fresh cache: the first run reads the kernel and compiles, the second loads both; the third
-    # is the first run of a later boot (this boot's view deleted: the kernel's is kept), the fourth
-    # reads the kernel with the program cached (both views deleted)
     for run in ("cold", "warm", "later boot", "kernel read"):
         if run in ("later boot", "kernel read"):
             shutil.rmtree(os.path.join(cache, "kernel"), ignore_errors=True)

@@ -1,8 +1,8 @@
-"""Compiled program images kept on disk, so a later `ipft` on the same kernel does not compile.
+"""Compiled program images kept on disk, so a later `ipft` does not compile, on any kernel.
 
-An image is keyed by everything that goes into the compile: the source text and flags (which hold
-this kernel's struct offsets), the header tree, the kernel build, BCC's version and ours. A hit
-skips BCC entirely (tens of seconds under emulation, a few on real hardware).
+An image is keyed by what is compiled: the source text and flags (nothing of the kernel: its
+struct offsets are map contents), the architecture, the image format and our version (see key()).
+A hit skips BCC entirely (tens of seconds under emulation, a few on real hardware).
 
 These files are BPF instructions that root will load into the kernel: ipft_web/cachefiles.py says
 when one is trusted (owner, mode, no symlink). Anything that does not parse exactly is ignored and
@@ -26,34 +26,13 @@ KEEP = 16                     # images kept; the oldest go first
 MAX_FILE = 64 << 20
 
 
-def bcc_version() -> str | None:
-    """BCC's version, read from its package without importing it (the import loads libbcc, LLVM
-    and all: a second or more under emulation, which a cache hit should not pay). None without BCC."""
-    import importlib.util
-    import re
-
-    try:
-        spec = importlib.util.find_spec("bcc")
-    except (ImportError, ValueError):
-        return None
-    if spec is None:
-        return None
-    for where in spec.submodule_search_locations or ():
-        try:
-            m = re.search(r"__version__\s*=\s*['\"]([^'\"]+)['\"]", Path(where, "version.py").read_text())
-        except OSError:
-            continue
-        if m:
-            return m.group(1)
-    import bcc
-    return getattr(bcc, "__version__", "unknown")
-
-
 def key(text: str, cflags: list[str]) -> str:
-    """Not the kernel, nor the header tree: nothing of the kernel is compiled in (its offsets are
-    map contents), and the instructions BCC makes are the same with any header tree (6.1's and
-    6.12's were checked byte for byte); only the architecture (registers) and the compiler count."""
-    parts = [FORMAT, __version__, bcc_version() or "none", os.uname().machine, text, list(cflags)]
+    """What is compiled and for which architecture (registers). Not the kernel, nor the header
+    tree: nothing of the kernel is compiled in (its offsets are map contents), and BCC makes the
+    same instructions with any header tree (6.1's and 6.12's were checked byte for byte). Nor
+    BCC's version: any correct compile of this text serves (so the images shipped with ipft-web,
+    ipft_web/prebuilt.py, do wherever BCC is another version)."""
+    parts = [FORMAT, __version__, os.uname().machine, text, list(cflags)]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 

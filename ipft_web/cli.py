@@ -149,7 +149,8 @@ def trace(args) -> int:
             if args.verbose:
                 if tracer.header_note:
                     sys.stderr.write(f"{tracer.header_note}\n")
-                how = ("loaded from the cache" if st["program"] == "cache" else "compiled (kept for the next run)")
+                how = {"cache": "loaded from the cache", "shipped": "shipped with ipft-web, loaded"}.get(
+                    st["program"], "compiled (kept for the next run)")
                 sys.stderr.write(f"BPF program {how} in {st['timings'].get('compile', 0):.2f} s\n")
                 for name, why in st["failed_funcs"].items():
                     sys.stderr.write(f"refused: {name}: {why}\n")

@@ -170,15 +170,21 @@ def compile_program(spec: ProgramSpec):
     return bpf
 
 
-def image_for(spec: ProgramSpec) -> tuple[Image, bool, str | None]:
-    """The compiled image of `spec`: from the cache when this exact compile was done before, on
-    this kernel or another (second value True; no header tree needed then), else compiled now
-    with BCC and stored (third value: which headers, when not the running kernel's own)."""
+def image_for(spec: ProgramSpec) -> tuple[Image, str, str | None]:
+    """(image, where it came from, header note) for `spec`: "cache" when this exact compile was
+    done before, on this kernel or another; "shipped" when ipft-web came with it (neither BCC nor
+    a header tree needed then); else "compiled" now with BCC, and stored (the note says which
+    headers, when not the running kernel's own)."""
     digest = bpfcache.key(spec.text, spec.cflags)
     image = bpfcache.load(digest)
     if image is not None:
         log.info("BPF program loaded from the cache (%s)", digest[:12])
-        return image, True, None
+        return image, "cache", None
+    from . import prebuilt
+    image = prebuilt.load(digest, "-DIPFT_FIELDS=1" in spec.cflags)
+    if image is not None:
+        log.info("BPF program shipped with ipft-web (%s)", digest[:12])
+        return image, "shipped", None
     note = set_kernel_headers()
     if note:
         log.info("%s", note)
@@ -188,7 +194,7 @@ def image_for(spec: ProgramSpec) -> tuple[Image, bool, str | None]:
     finally:
         bpf.cleanup()   # BCC's maps and module go; the image holds no fd
     bpfcache.save(digest, image)
-    return image, False, note
+    return image, "compiled", note
 
 
 def set_filter(prog: "Compiled", mark: int, mask: int) -> None:
@@ -217,14 +223,14 @@ class Compiled:
     """
 
     def __init__(self, spec: ProgramSpec, obj: BPFObject, header_note: str | None, seconds: float,
-                 cached: bool = False, offsets: dict | None = None, kfree_skb_args: dict | None = None):
+                 source: str = "compiled", offsets: dict | None = None, kfree_skb_args: dict | None = None):
         self.spec = spec
         self.offsets = offsets or {}             # this kernel's, for the config map (set_filter)
         self.kfree_skb_args = kfree_skb_args
         self.obj = obj
         self.header_note = header_note
         self.seconds = seconds
-        self.cached = cached
+        self.source = source                     # "cache", "shipped" or "compiled" (image_for)
         self.sink = None
         self.in_use = False
         self.reader = RingReader(obj.map_fds["ipft_events"], RINGBUF_PAGES * mmap.PAGESIZE)
@@ -263,8 +269,8 @@ def compiled(kernel, key=None, with_fields: bool = False) -> Compiled:
             field_offsets = kernel.offsets()   # EnvError when the type info lacks a field
             spec = build_spec(with_fields)
             started = time.monotonic()
-            image, cached, note = image_for(spec)
+            image, source, note = image_for(spec)
             prog = Compiled(with_slots(spec, kernel.tracepoints), BPFObject(image, with_fields), note,
-                            time.monotonic() - started, cached, field_offsets, kernel.kfree_skb_args)
+                            time.monotonic() - started, source, field_offsets, kernel.kfree_skb_args)
             _compiled[key] = prog
         return prog

@@ -393,7 +393,7 @@ class Tracer:
             "errors": self.errors,
             "journeys": self.journeys,
             "headers": self.header_note,
-            "program": None if self.program is None else ("cache" if self.program.cached else "compiled"),
+            "program": None if self.program is None else self.program.source,
             "timings": dict(self.timings),
             "fields": self.fieldset.info() if self.fieldset else [],
         }

@@ -8,6 +8,7 @@ import json
 import os
 import struct
 import subprocess
+import sys
 
 import pytest
 
@@ -211,8 +212,9 @@ def test_old_images_are_pruned(tmp_path, monkeypatch):
 
 
 # -- with the kernel ----------------------------------------------------------------------------
-def run_ipft(cache, *args, timeout=900):
-    env = dict(os.environ, IPFT_CACHE_DIR=str(cache))
+def run_ipft(cache, *args, timeout=900, prebuilt="off"):
+    # the cache's own tests: the program shipped with ipft-web is left aside, so the first run compiles
+    env = dict(os.environ, IPFT_CACHE_DIR=str(cache), IPFT_PREBUILT=prebuilt)
     return subprocess.run(ipft_argv() + ["-m", "0x7e57", "--duration", "0.5", "-v", *args], env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -257,3 +259,52 @@ def test_a_tampered_image_is_recompiled(tmp_path):
     again = run_ipft(cache, *args)
     assert again.returncode == 0, again.stderr
     assert "ignoring cached program" in again.stderr and "BPF program compiled" in again.stderr, again.stderr
+
+
+# -- the program shipped with ipft-web ----------------------------------------------------------
+def test_the_shipped_programs_are_those_of_this_source():
+    """bpf/prebuilt/ holds the compile of the current bpf/ipft.bpf.c (both variants): after editing
+    it, or the flags in program.build_spec, run `sudo python3 -m ipft_web.prebuilt` (BCC needed)."""
+    from ipft_web import prebuilt, program
+    for fields in (False, True):
+        spec = program.build_spec(fields)
+        image = prebuilt.load(bpfcache.key(spec.text, spec.cflags), fields)
+        assert image is not None, f"{prebuilt.path(fields)} is not the compile of this source: run python3 -m ipft_web.prebuilt"
+        assert {"kprobe_multi_skb", "tp_kfree_skb", "tp_slot_0", f"tp_slot_{program.MAX_TP_SLOTS - 1}",
+                "fentry_skb_1"} <= set(image.progs)
+
+
+def test_a_shipped_program_is_used_only_for_its_own_key(tmp_path, monkeypatch, caplog):
+    import gzip
+    from ipft_web import prebuilt
+    doc = dict(sample_image().to_json(), key="a" * 64)
+    target = prebuilt.path(False, root=tmp_path)
+    target.write_bytes(gzip.compress(json.dumps(doc).encode()))
+    assert prebuilt.load("a" * 64, False, root=tmp_path) is not None
+    assert prebuilt.load("b" * 64, False, root=tmp_path) is None, "another key: compiled instead"
+    assert prebuilt.load("a" * 64, True, root=tmp_path) is None, "no fields variant there"
+    monkeypatch.setenv("IPFT_PREBUILT", "off")
+    assert prebuilt.load("a" * 64, False, root=tmp_path) is None
+    monkeypatch.delenv("IPFT_PREBUILT")
+    doc["progs"] = {"x": {"insns": "!!", "relocs": []}}
+    target.write_bytes(gzip.compress(json.dumps(doc).encode()))
+    with caplog.at_level("WARNING"):
+        assert prebuilt.load("a" * 64, False, root=tmp_path) is None
+    assert "ignoring the shipped program" in caplog.text
+    target.write_bytes(b"not gzip")
+    assert prebuilt.load("a" * 64, False, root=tmp_path) is None
+
+
+@pytest.mark.root
+def test_a_first_run_takes_the_shipped_program_without_bcc(tmp_path):
+    """No cache yet: the program shipped with ipft-web is loaded (BCC is not even imported) and traces."""
+    probe = ("import sys, runpy; sys.argv = ['ipft'] + sys.argv[1:]\n"
+             "try:\n    runpy.run_module('ipft_web.cli', run_name='__main__')\n"
+             "finally:\n    sys.stderr.write('bcc imported: %s\\n' % ('bcc' in sys.modules))\n")
+    env = dict(os.environ, IPFT_CACHE_DIR=str(tmp_path / "c"))
+    args = ["-r", "^(ip_rcv|icmp_rcv)$"] if IN_GUEST else ["-b", "tracepoint"]
+    run = subprocess.run([sys.executable, "-c", probe, "-m", "0x7e57", "--duration", "0.5", "-v", *args], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert "BPF program shipped with ipft-web, loaded" in run.stderr, run.stderr
+    assert "tracing " in run.stderr and "bcc imported: False" in run.stderr, run.stderr
+    assert not list((tmp_path / "c").glob("*.json")), "nothing compiled, nothing stored"

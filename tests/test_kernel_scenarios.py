@@ -326,9 +326,11 @@ def test_host_dropped_ping_has_kfree_skb_reason(tracepoint_session, netns):
 @pytest.mark.root
 def test_ctrl_c_while_starting_stops_at_once():
     """SIGINT during kernel introspection/compile: one line, exit 130, no traceback, no waiting."""
-    # no program cache: this start compiles (a couple of seconds), which is what gets interrupted
+    # no program cache nor the shipped program: this start compiles (a couple of seconds), which is
+    # what gets interrupted
     p = subprocess.Popen(ipft_argv() + ["-m", "1", "-b", "tracepoint"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=dict(os.environ, IPFT_CACHE_DIR="off"))
+                         stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, IPFT_CACHE_DIR="off", IPFT_PREBUILT="off"))
     time.sleep(1.0)
     assert p.poll() is None, p.communicate()
     p.send_signal(subprocess.signal.SIGINT)

@@ -1,0 +1,102 @@
+"""The program images shipped with ipft-web: `bpf/prebuilt/<arch>[-fields].json.gz`.
+
+The compiled program is the same for every kernel (its offsets are map contents, see
+program.py), so it can be compiled once, when a version is made, rather than on every machine:
+a machine then needs neither BCC's compiler nor a kernel header tree to trace, and its first
+start skips a compile of seconds (minutes in slow VMs). An image is used only when its key is
+the key of what the running code would compile (bpfcache.key: source, flags, architecture,
+image format, ipft-web version), so an edited bpf/ipft.bpf.c is compiled as before until the
+images are made again:
+
+    sudo python3 -m ipft_web.prebuilt        (BCC and any kernel header tree needed)
+
+The files are part of the installed package (as trusted as its code) and parsed as strictly as
+a cached image (bpfobject.Image.from_json).
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import resources
+
+log = logging.getLogger(__name__)
+
+MAX_FILE = 16 << 20   # decompressed
+
+
+def path(with_fields: bool, machine: str | None = None, root: Path | None = None) -> Path:
+    machine = machine or os.uname().machine
+    return (root or resources.path("bpf") / "prebuilt") / f"{machine}{'-fields' if with_fields else ''}.json.gz"
+
+
+def load(digest: str, with_fields: bool, root: Path | None = None):
+    """The shipped image with key `digest`, or None (none for this architecture, or another key,
+    or IPFT_PREBUILT=off: then BCC compiles as if none was shipped)."""
+    from .bpfobject import Image
+    if os.environ.get("IPFT_PREBUILT", "").lower() == "off":
+        return None
+    where = path(with_fields, root=root)
+    try:
+        with gzip.open(where, "rb") as f:
+            raw = f.read(MAX_FILE + 1)
+    except FileNotFoundError:
+        return None
+    except (OSError, EOFError) as exc:
+        log.warning("ignoring the shipped program %s: %s", where, exc)
+        return None
+    try:
+        if len(raw) > MAX_FILE:
+            raise ValueError("too large")
+        doc = json.loads(raw)
+        if not isinstance(doc, dict) or doc.get("key") != digest:
+            log.debug("shipped program %s is of other code (key %s)", where, str(doc.get("key"))[:12]
+                      if isinstance(doc, dict) else "?")
+            return None
+        return Image.from_json(doc)
+    except (ValueError, TypeError, AttributeError) as exc:
+        log.warning("ignoring the shipped program %s: %s", where, exc)
+        return None
+
+
+def write(root: Path | None = None) -> list[Path]:
+    """Compile both variants with BCC and write their images (gzip without a timestamp, so the
+    same compile gives the same bytes)."""
+    from . import bpfcache, program
+    from .bpfobject import Image
+    out = []
+    for with_fields in (False, True):
+        spec = program.build_spec(with_fields)
+        note = program.set_kernel_headers()
+        if note:
+            log.info("%s", note)
+        bpf = program.compile_program(spec)
+        try:
+            image = Image.from_bcc(bpf)
+        finally:
+            bpf.cleanup()
+        digest = bpfcache.key(spec.text, spec.cflags)
+        doc = dict(image.to_json(), key=digest)
+        target = path(with_fields, root=root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        with open(target, "wb") as f:
+            f.write(gzip.compress(data, 9, mtime=0))
+        out.append(target)
+    return out
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="ipft prebuilt: %(message)s")
+    root = Path(argv[0]) if argv else Path(__file__).resolve().parent.parent / "bpf" / "prebuilt"
+    for p in write(root):
+        print(f"wrote {p} ({p.stat().st_size} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
