@@ -12,7 +12,8 @@ def test_wheel_carries_static_templates_bpf(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
                     "-w", str(tmp_path), str(REPO)], check=True, capture_output=True, timeout=300)
     names = set(zipfile.ZipFile(glob.glob(str(tmp_path / "*.whl"))[0]).namelist())
-    for path in ("ipft_web/bpf/ipft.bpf.c", "ipft_web/templates/index.html", "ipft_web/static/style.css",
+    for path in ("ipft_web/bpf/ipft.bpf.c", "ipft_web/bpf/prebuilt/x86_64.json.gz", "ipft_web/bpf/prebuilt/x86_64-fields.json.gz",
+                 "ipft_web/templates/index.html", "ipft_web/static/style.css",
                  "ipft_web/static/js/app.js", "ipft_web/static/vendor/socket.io.min.js",
                  "ipft_web/data/layers.json", "ipft_web/data/scripts/gso.toml"):
         assert path in names, path
