@@ -86,14 +86,7 @@ class Kallsyms:
 
     def addresses_of(self, names) -> dict[str, list[int]]:
         """{name: every address, in listing order} for those of `names` listed; one pass."""
-        if not self.has_addresses:
-            return {}
-        wanted = set(names)
-        found: dict[str, list[int]] = {}
-        for hexaddr, name, _mod in self._entries:
-            if name in wanted:
-                found.setdefault(name, []).append(int(hexaddr, 16))
-        return found
+        return {name: [addr for addr, _mod in where] for name, where in self.placed_of(names).items()}
 
     def placed_of(self, names) -> dict[str, list[tuple[int, str]]]:
         """{name: [(address, module or "" for vmlinux), ...] in listing order}; one pass."""

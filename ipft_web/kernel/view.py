@@ -186,13 +186,12 @@ class KernelView:
                     self._check_derived()
                 if self.snap.symbols is None:
                     self.snap.symbols = self.syms.symbol_table()
+                from . import kallsyms
                 if self.snap.relative is None and self._build_key:
-                    from . import kallsyms
                     placed = self.syms.placed_of(self.snap.addresses)
                     bases = kallsyms.read_text_bases({obj for rows in placed.values() for _a, obj in rows})
                     self.snap.relative = snapshot_mod.relative_addresses(placed, bases)
                 if self.snap.entry_offsets is None and self._build_key:
-                    from . import kallsyms
                     self.snap.entry_offsets = snapshot_mod.entry_offsets(self.snap.addresses,
                                                                          kallsyms.read_ftrace_addresses())
                 snapshot_mod.save(self.snap, self._store_base)
@@ -213,7 +212,7 @@ class KernelView:
         log.warning("%d function addresses taken from %s differ from kallsyms (%s): hits on them may have been "
                     "named wrongly in this trace; this kernel's stored view is dropped", len(wrong), self._derived,
                     ", ".join(wrong[:3]))
-        self.snap.addresses = {n: a for n, a in real.items()}
+        self.snap.addresses = real
         snapshot_mod.remove(self._part_key, self._store_base, snapshot_mod.BUILD_SUBDIR)
 
     def store_soon(self) -> None:
