@@ -67,18 +67,10 @@ def write(root: Path | None = None) -> list[Path]:
     """Compile both variants with BCC and write their images (gzip without a timestamp, so the
     same compile gives the same bytes)."""
     from . import bpfcache, program
-    from .bpfobject import Image
     out = []
     for with_fields in (False, True):
         spec = program.build_spec(with_fields)
-        note = program.set_kernel_headers()
-        if note:
-            log.info("%s", note)
-        bpf = program.compile_program(spec)
-        try:
-            image = Image.from_bcc(bpf)
-        finally:
-            bpf.cleanup()
+        image, _note = program.compile_image(spec)
         digest = bpfcache.key(spec.text, spec.cflags)
         doc = dict(image.to_json(), key=digest)
         target = path(with_fields, root=root)

@@ -185,16 +185,21 @@ def image_for(spec: ProgramSpec) -> tuple[Image, str, str | None]:
     if image is not None:
         log.info("BPF program shipped with ipft-web (%s)", digest[:12])
         return image, "shipped", None
+    image, note = compile_image(spec)
+    bpfcache.save(digest, image)
+    return image, "compiled", note
+
+
+def compile_image(spec: ProgramSpec) -> tuple[Image, str | None]:
+    """(the image BCC compiles of `spec`, which headers when not the running kernel's own)."""
     note = set_kernel_headers()
     if note:
         log.info("%s", note)
     bpf = compile_program(spec)
     try:
-        image = Image.from_bcc(bpf)
+        return Image.from_bcc(bpf), note
     finally:
         bpf.cleanup()   # BCC's maps and module go; the image holds no fd
-    bpfcache.save(digest, image)
-    return image, "compiled", note
 
 
 def set_filter(prog: "Compiled", mark: int, mask: int) -> None:
