@@ -84,8 +84,8 @@ def write(root: Path | None = None) -> list[Path]:
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="ipft prebuilt: %(message)s")
-    root = Path(argv[0]) if argv else Path(__file__).resolve().parent.parent / "bpf" / "prebuilt"
-    for p in write(root):
+    # by default where load() looks: the checkout's bpf/prebuilt/, or the installed package's
+    for p in write(Path(argv[0]) if argv else None):
         print(f"wrote {p} ({p.stat().st_size} bytes)")
     return 0
 
