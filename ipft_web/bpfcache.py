@@ -11,7 +11,6 @@ the program compiled as if there were no cache. IPFT_CACHE_DIR chooses the direc
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,7 +32,7 @@ def key(text: str, cflags: list[str]) -> str:
     BCC's version: any correct compile of this text serves (so the images shipped with ipft-web,
     ipft_web/prebuilt.py, do wherever BCC is another version)."""
     parts = [FORMAT, __version__, os.uname().machine, text, list(cflags)]
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return cachefiles.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
 def load(digest: str) -> Image | None:

@@ -10,13 +10,13 @@ when a backend asks for it, with the program type and attach type that backend n
 """
 from __future__ import annotations
 
-import base64
 import ctypes
 import os
 import struct
 import threading
 from dataclasses import dataclass, field
 
+from .cachefiles import b64decode, b64encode
 from .errors import EnvError
 from .kernel import sysbpf
 
@@ -77,7 +77,7 @@ class Image:
             "format": FORMAT,
             "license": self.license,
             "maps": [vars(m) for m in self.maps.values()],
-            "progs": {name: {"insns": base64.b64encode(p.insns).decode(), "relocs": p.relocs}
+            "progs": {name: {"insns": b64encode(p.insns), "relocs": p.relocs}
                       for name, p in self.progs.items()},
         }
 
@@ -105,7 +105,7 @@ class Image:
         for name, p in raw_progs.items():
             if not isinstance(name, str) or not name.isidentifier() or not isinstance(p, dict):
                 raise ValueError("bad program entry")
-            insns = base64.b64decode(p.get("insns", ""), validate=True)
+            insns = b64decode(p.get("insns", ""))
             relocs = p.get("relocs")
             if not insns or len(insns) % 8 or len(insns) // 8 > MAX_INSNS or not isinstance(relocs, list):
                 raise ValueError(f"bad program {name}")

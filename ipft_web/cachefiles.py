@@ -10,12 +10,21 @@ its kernel/ subdirectory); IPFT_CACHE_DIR=off turns every cache off.
 """
 from __future__ import annotations
 
+import binascii
 import json
 import logging
 import os
+import re
 import stat
-import tempfile
 from pathlib import Path
+
+try:   # the interpreter's own SHA-256 (3.10-3.11: _sha256, 3.12: _sha2): hashlib loads OpenSSL for it,
+    from _sha256 import sha256   # a tenth of a second of a start under emulation
+except ImportError:
+    try:
+        from _sha2 import sha256
+    except ImportError:
+        from hashlib import sha256
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +64,21 @@ def cache_dir(sub: str | None = None, create: bool = False, base: Path | None = 
     return dirs[-1]
 
 
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
+def b64encode(data: bytes) -> str:
+    return binascii.b2a_base64(data, newline=False).decode()
+
+
+def b64decode(text: str) -> bytes:
+    """base64.b64decode(text, validate=True) (without importing base64): ValueError unless `text`
+    is nothing but the base64 alphabet with its padding."""
+    if not isinstance(text, str) or _BASE64.fullmatch(text) is None:
+        raise ValueError("not base64")
+    return binascii.a2b_base64(text)
+
+
 def read_json(path: Path, max_size: int, what: str) -> dict | None:
     """The JSON object in `path`, or None when absent or untrusted. ValueError when it is damaged."""
     try:
@@ -82,6 +106,7 @@ def read_json(path: Path, max_size: int, what: str) -> dict | None:
 def write_json(where: Path, name: str, doc: dict, what: str) -> Path | None:
     """Store `doc` as where/name atomically; None (and a warning) when that fails."""
     try:
+        import tempfile   # only when writing: tempfile imports shutil, random (and hashlib)
         fd, tmp = tempfile.mkstemp(dir=where, prefix=".tmp-", suffix=".json")
         try:
             with os.fdopen(fd, "w") as f:

@@ -32,6 +32,27 @@ detaches every probe and exits.
 """
 
 
+def terminal_width() -> int:
+    """What shutil.get_terminal_size() says ($COLUMNS, else stdout's terminal, else 80), without
+    importing shutil: argparse's formatter imports it (and with it bz2, lzma, fnmatch) otherwise."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog, **kw):
+        kw.setdefault("width", terminal_width() - 2)   # argparse's own margin
+        super().__init__(prog, **kw)
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2
         sys.stderr.write(f"{self.prog}: error: {message}\n")
@@ -39,8 +60,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    p = Parser(prog="ipft", description=__doc__, epilog=EPILOG,
-               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="ipft", description=__doc__, epilog=EPILOG, formatter_class=Formatter)
     p.add_argument("-m", "--mark", help="skb mark to trace (hex 0x... or decimal); required for tracing")
     p.add_argument("--mask", default="0xffffffff", help="only compare these bits of the mark (default 0xffffffff)")
     p.add_argument("-r", "--regex", help="trace only functions whose name matches this (Python) regex")

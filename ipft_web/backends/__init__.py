@@ -6,7 +6,7 @@ and counts (never hides) what the kernel refused. `detach()` undoes everything i
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from dataclasses import dataclass, field
 
 IMPLEMENTED = ("kprobe-multi", "fentry", "kprobe", "tracepoint")
@@ -16,6 +16,47 @@ IMPLEMENTED = ("kprobe-multi", "fentry", "kprobe", "tracepoint")
 class AttachResult:
     attached: list = field(default_factory=list)          # names
     failed: dict = field(default_factory=dict)            # name -> reason
+
+
+def parallel_map(fn, items, threads: int) -> list:
+    """[fn(x) for x in items], run by up to `threads` threads while this one waits (concurrent.futures
+    without its imports: six modules at every start). The first exception is raised once every
+    thread has finished its item; a Ctrl-C in the waiting thread lets them finish theirs, no more."""
+    items = list(items)
+    n = min(max(1, threads), len(items))
+    if n <= 1:
+        return [fn(x) for x in items]
+    results = [None] * len(items)
+    errors: list = []
+    todo = iter(range(len(items)))
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def work():
+        while not stop.is_set():
+            with lock:
+                i = next(todo, None)
+            if i is None:
+                return
+            try:
+                results[i] = fn(items[i])
+            except BaseException as exc:  # noqa: B036  (raised again in the waiting thread)
+                errors.append(exc)
+                stop.set()
+
+    workers = [threading.Thread(target=work, name="ipft-parallel", daemon=True) for _ in range(n)]
+    for t in workers:
+        t.start()
+    try:
+        for t in workers:
+            t.join()
+    finally:
+        stop.set()
+        for t in workers:
+            t.join()
+    if errors:
+        raise errors[0]
+    return results
 
 
 def attach_each(one, items, threads: int, result: AttachResult, fds: list, progress=None, every: int = 1,
@@ -29,19 +70,18 @@ def attach_each(one, items, threads: int, result: AttachResult, fds: list, progr
     total = len(items)
     step = 4 * max(1, threads)
     done = 0
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, total))) as pool:
-        for lo in range(0, total, step):
-            if cancelled is not None and cancelled():
-                return
-            for name, got, err in pool.map(one, items[lo:lo + step]):
-                done += 1
-                if err is None:
-                    fds.extend(got)
-                    result.attached.append(name)
-                else:
-                    result.failed[name] = err
-                if progress and (done % every == 0 or done == total):
-                    progress("attaching", done, total)
+    for lo in range(0, total, step):
+        if cancelled is not None and cancelled():
+            return
+        for name, got, err in parallel_map(one, items[lo:lo + step], threads):
+            done += 1
+            if err is None:
+                fds.extend(got)
+                result.attached.append(name)
+            else:
+                result.failed[name] = err
+            if progress and (done % every == 0 or done == total):
+                progress("attaching", done, total)
 
 
 DETACH_THREADS = int(os.environ.get("IPFT_DETACH_THREADS", "64"))
@@ -59,8 +99,7 @@ def close_many(fds, threads: int = DETACH_THREADS) -> None:
         for fd in fds:
             close(fd)
         return
-    with ThreadPoolExecutor(max_workers=min(threads, len(fds))) as pool:
-        list(pool.map(close, fds))
+    parallel_map(close, fds, threads)
 
 
 def make(name: str, obj, kernel):

@@ -9,12 +9,11 @@ fired), so they are loaded by a small pool: the verifier runs in the loading thr
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import EnvError
 from ..kernel.sysbpf import BPF_PROG_TYPE_RAW_TRACEPOINT, BPFError, raw_tracepoint_open
 from ..program import MAX_TP_SLOTS
-from . import AttachResult, close_many
+from . import AttachResult, close_many, parallel_map
 
 LOAD_THREADS = max(1, min(4, os.cpu_count() or 1))
 
@@ -51,8 +50,7 @@ class TracepointBackend:
         if len(slots) < 4:   # kfree_skb and consume_skb beside a function backend: no pool to start
             loaded = [load(slot) for slot in slots]
         else:
-            with ThreadPoolExecutor(max_workers=LOAD_THREADS) as pool:
-                loaded = list(pool.map(load, slots))
+            loaded = parallel_map(load, slots, LOAD_THREADS)
         for i, (slot, (prog_fd, err)) in enumerate(zip(slots, loaded), 1):
             tp = self.spec.slots[slot]
             if prog_fd is None:

@@ -32,8 +32,6 @@ Type info itself is not kept: field scripts load BTF when they need it. Files li
 from __future__ import annotations
 
 import array
-import base64
-import hashlib
 import json
 import logging
 import os
@@ -136,7 +134,7 @@ def key() -> str | None:
     parts = [FORMAT, __version__, sys.version_info[:2], _code_stamp(), boot, uname.release, uname.version,
              uname.machine, _modules(), [os.access(p, os.R_OK) for p in READABLE], _read(KPTR_RESTRICT).strip(),
              os.geteuid()]
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+    return cachefiles.sha256(json.dumps(parts).encode()).hexdigest()
 
 
 def _file_digest(h, path: Path) -> bool:
@@ -186,7 +184,7 @@ def build_key() -> str | None:
     if not Path(SYS_BTF, "vmlinux").exists():
         return None
     ids = [_build_id(KERNEL_NOTES)] + [_build_id(MODULE_NOTES.format(m.split()[0])) for m in mods]
-    h = hashlib.sha256()
+    h = cachefiles.sha256()
     if all(ids):
         h.update(json.dumps([head, "build ids", ids]).encode())
         return h.hexdigest()
@@ -322,7 +320,7 @@ def to_json(snap: Snapshot) -> dict:
 
 def symbols_to_json(table, digest: str) -> dict:
     addrs = array.array("Q", table.addrs)
-    return {"format": FORMAT, "key": digest, "addrs": base64.b64encode(addrs.tobytes()).decode(),
+    return {"format": FORMAT, "key": digest, "addrs": cachefiles.b64encode(addrs.tobytes()),
             "names": "\n".join(table.names)}
 
 
@@ -332,7 +330,7 @@ def symbols_from_json(doc: dict, digest: str):
     _want(isinstance(doc, dict) and set(doc) == {"format", "key", "addrs", "names"} and doc["format"] == FORMAT
           and isinstance(doc["addrs"], str) and isinstance(doc["names"], str), "symbols")
     _want(doc["key"] == digest, "symbols key")
-    raw = base64.b64decode(doc["addrs"], validate=True)
+    raw = cachefiles.b64decode(doc["addrs"])
     _want(len(raw) % 8 == 0, "symbol addresses")
     addrs = array.array("Q")
     addrs.frombytes(raw)

@@ -12,20 +12,25 @@ from __future__ import annotations
 import sys
 
 from ..errors import UsageError
-from .spec import DIRECTIONS, FAMILIES, KEYS, PROTOS, TOOLS, parse_spec
 
 HELP = """add a marking rule for the duration of the trace (repeatable). SPEC: comma-separated words
 (rx|tx, ipv4|ipv6, tcp|udp|icmp|icmpv6|any, iptables|nft) and key=value (direction, family, proto,
 src, dst, sport, dport, iif, oif, netns, rate, tool), e.g. tx,icmp,dst=127.0.0.2 or
 rx,tcp,dport=443,iif=eth0,rate=100. The rule sets -m/--mask."""
 
-_WORDS = {}
-for _key, _choices in (("direction", DIRECTIONS), ("family", FAMILIES), ("proto", PROTOS), ("tool", TOOLS)):
-    for _w in _choices:
-        if _w not in ("both", "auto"):
-            _WORDS[_w] = _key
-CLI_KEYS = tuple(k for k in KEYS if k not in ("mark", "mask"))
 MAX_SPEC = 512
+
+
+def vocabulary() -> tuple[dict, tuple]:
+    """(bare word -> its key, the keys SPEC takes), from the rule vocabulary of marks.spec: imported
+    only when a rule is given, not for every trace."""
+    from .spec import DIRECTIONS, FAMILIES, KEYS, PROTOS, TOOLS
+    words = {}
+    for key, choices in (("direction", DIRECTIONS), ("family", FAMILIES), ("proto", PROTOS), ("tool", TOOLS)):
+        for w in choices:
+            if w not in ("both", "auto"):
+                words[w] = key
+    return words, tuple(k for k in KEYS if k not in ("mark", "mask"))
 
 
 def add_arguments(parser) -> None:
@@ -40,6 +45,7 @@ def parse_rule_text(text: str) -> dict:
         raise UsageError("--mark-rule needs a SPEC like tx,icmp,dst=127.0.0.2")
     if len(text) > MAX_SPEC:
         raise UsageError(f"--mark-rule SPEC is longer than {MAX_SPEC} characters")
+    words, cli_keys = vocabulary()
     out: dict = {}
     for item in text.split(","):
         item = item.strip(" ")
@@ -50,16 +56,16 @@ def parse_rule_text(text: str) -> dict:
             key = key.strip(" ").lower()
             if key in ("mark", "mask"):
                 raise UsageError("--mark-rule sets the traced mark: give it with -m/--mask, not in SPEC")
-            if key not in CLI_KEYS:
-                raise UsageError(f"--mark-rule: unknown key {key!r:.30} (keys: {', '.join(CLI_KEYS)})")
+            if key not in cli_keys:
+                raise UsageError(f"--mark-rule: unknown key {key!r:.30} (keys: {', '.join(cli_keys)})")
         else:
             word = item.lower()
             if word == "both":
                 raise UsageError("--mark-rule: say direction=both or family=both")
-            if word not in _WORDS:
-                raise UsageError(f"--mark-rule: unknown word {item!r:.30} (words: {', '.join(_WORDS)}; "
+            if word not in words:
+                raise UsageError(f"--mark-rule: unknown word {item!r:.30} (words: {', '.join(words)}; "
                                  f"or key=value)")
-            key, value = _WORDS[word], word
+            key, value = words[word], word
         if key in out:
             raise UsageError(f"--mark-rule: {key} given twice")
         out[key] = value
@@ -83,6 +89,7 @@ class applied_rules:
             return   # the usual trace: no rule, and none of the rule machinery imported
         from . import runner
         from .render import choose_tool
+        from .spec import parse_spec
         for text in texts:
             spec = parse_spec(parse_rule_text(text), default_mark=mark, default_mask=mask)
             choose_tool(spec)
