@@ -14,11 +14,11 @@ import ctypes
 import os
 import struct
 import threading
-from dataclasses import dataclass, field
 
 from .cachefiles import b64decode, b64encode
 from .errors import EnvError
 from .kernel import sysbpf
+from .records import field, record
 
 FORMAT = 1
 MAX_MAPS = 64
@@ -26,7 +26,7 @@ MAX_PROGS = 512
 MAX_INSNS = 1_000_000
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MapSpec:
     name: str
     type: int
@@ -36,13 +36,13 @@ class MapSpec:
     flags: int = 0
 
 
-@dataclass
+@record
 class ProgImage:
     insns: bytes                                   # map-fd immediates zeroed
     relocs: list = field(default_factory=list)     # [(instruction index, map name)]
 
 
-@dataclass
+@record
 class Image:
     maps: dict                 # name -> MapSpec
     progs: dict                # name -> ProgImage

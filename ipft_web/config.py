@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from .errors import UsageError
+from .records import record
 
 BACKENDS = ("auto", "kprobe-multi", "fentry", "kprobe", "tracepoint")
 MAX_REGEX = 512
@@ -84,7 +84,7 @@ def _risky(items, in_repeat: bool) -> bool:
     return False
 
 
-@dataclass
+@record
 class TraceConfig:
     """A packet matches when (skb->mark & mask) == (mark & mask)."""
 

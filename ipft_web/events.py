@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from dataclasses import dataclass
+
+from .records import record
 
 # Must match struct ipft_event up to fstate: 4 x u64, 6 x u32, 4 x u8, u8[4], u16, u16, u32, u8[16],
 # u8[16], char[16]. Events of sessions with fields carry u8 fstate[8] + 16 bytes per field after it.
@@ -15,7 +16,7 @@ KIND_KPROBE, KIND_TP, KIND_DROP, KIND_CONSUME, KIND_FREE = range(5)
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 47: "gre", 50: "esp"}
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class RawEvent:
     skb: int
     ts: int

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+
+from .records import field, record
 
 # After skb:consume_skb / skb:kfree_skb the packet is being freed; when kfree_skbmem is traced too,
 # the journey stays open for the free path's own functions and ends at kfree_skbmem.
@@ -18,7 +19,7 @@ FREE_PATH = re.compile(r"free|release|consume|destruct|cache_put|defer|skb_unref
 CLOSING_GRACE_NS = 200_000_000
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Hit:
     skb: int
     ts: int              # CLOCK_MONOTONIC ns
@@ -38,7 +39,7 @@ class Hit:
     fields: dict | None = None      # {"skb->len": 84, ...} when the session asked for fields
 
 
-@dataclass
+@record
 class _Open:
     id: int
     first: Hit

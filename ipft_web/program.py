@@ -14,11 +14,11 @@ import os
 import resource
 import struct
 import time
-from dataclasses import dataclass, field
 
 from . import bpfcache, resources
 from .bpfobject import BPFObject, Image
 from .errors import EnvError
+from .records import field, record
 from .ringbuf import RingReader
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ RINGBUF_PAGES = 4096  # 16 MiB: ~140k events between two polls (a marked flood c
 KPROBE_POSITIONS = (1, 2, 3, 4, 5)
 
 
-@dataclass
+@record
 class Tracepoint:
     """A raw tracepoint with a struct sk_buff * argument."""
 
@@ -58,7 +58,7 @@ class Tracepoint:
         return f"{self.group}:{self.name}" if self.group else self.name
 
 
-@dataclass
+@record
 class ProgramSpec:
     """What to compile: the source text, its flags, and the tracepoint slot table."""
 

@@ -29,6 +29,8 @@ CUT = {
     "base64": "images and symbol tables", "gzip": "the shipped program",
     "concurrent.futures": "attach and detach threads", "queue": "concurrent.futures",
     "ipft_web.marks.spec": "--mark-rule's vocabulary, for every trace",
+    "dataclasses": "the record classes (ipft_web/records.py)", "inspect": "dataclasses", "ast": "inspect",
+    "dis": "inspect",
 }
 
 # Everything on the warm path of a trace with the kprobe-multi backend, imported the way a start does.

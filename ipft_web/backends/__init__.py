@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
+
+from ..records import field, record
 
 IMPLEMENTED = ("kprobe-multi", "fentry", "kprobe", "tracepoint")
 
 
-@dataclass
+@record
 class AttachResult:
     attached: list = field(default_factory=list)          # names
     failed: dict = field(default_factory=dict)            # name -> reason

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import compile_regex as _compile_regex
+from ..records import record
 from . import kallsyms as kallsyms_mod
 
 SOURCE_FTRACE = "available_filter_functions"
@@ -44,7 +44,7 @@ KNOWN_GROUPS = {
 }
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CatalogEntry:
     name: str
     module: str | None
@@ -52,7 +52,7 @@ class CatalogEntry:
     duplicate: bool = False  # the name occurs more than once in kallsyms (kprobe-multi refuses it)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SkbTracepoint:
     name: str                # "netif_receive_skb"
     group: str | None        # "net"

@@ -37,10 +37,10 @@ import logging
 import os
 import re
 import sys
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import __version__, cachefiles
+from ..records import record, replace
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ _NAME = re.compile(r"[A-Za-z0-9_.$]{1,512}")
 _MODULE = re.compile(r"[A-Za-z0-9_\-]{1,128}")
 
 
-@dataclass
+@record
 class Snapshot:
     functions: list            # [CatalogEntry], sorted by name (the view's skb_functions())
     extra: dict                # name -> CatalogEntry for traceable functions outside that list (kfree_skbmem)
