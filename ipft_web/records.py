@@ -53,7 +53,13 @@ def _make(cls, frozen: bool, slots: bool):
             seen_default = True
     env = {"_MISSING": _MISSING, "_cls": None}
     params, body = [], []
-    setter = "object.__setattr__(self, {n!r}, {v})" if frozen else "self.{n} = {v}"
+    if frozen and not slots:   # straight into the instance's dict: object.__setattr__ per field is slower
+        body.append("_record_dict = self.__dict__")
+        setter = "_record_dict[{n!r}] = {v}"
+    elif frozen:
+        setter = "object.__setattr__(self, {n!r}, {v})"
+    else:
+        setter = "self.{n} = {v}"
     for name in names:
         value = defaults.get(name, _MISSING)
         if value is _MISSING:

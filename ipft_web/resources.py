@@ -1,7 +1,9 @@
 """Where static/, templates/ and bpf/ live: inside the installed package, or at the checkout's top."""
+import os
 from pathlib import Path
 
-_PKG = Path(__file__).resolve().parent
+# abspath, not resolve(): resolve() lstat()s every directory of the path at each start
+_PKG = Path(os.path.dirname(os.path.abspath(__file__)))
 
 
 def path(name: str) -> Path:

@@ -23,7 +23,7 @@ def both(**kw):
     return declare(dataclasses.dataclass, dataclasses.field), declare(records.record, records.field)
 
 
-@pytest.mark.parametrize("kw", [{}, {"frozen": True}, {"slots": True}])
+@pytest.mark.parametrize("kw", [{}, {"frozen": True}, {"slots": True}, {"frozen": True, "slots": True}])
 def test_a_record_behaves_like_the_dataclass(kw):
     D, R = both(**kw)
     for cls in (D, R):
