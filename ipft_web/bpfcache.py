@@ -12,14 +12,14 @@ the program compiled as if there were no cache. IPFT_CACHE_DIR chooses the direc
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 
 from . import __version__, cachefiles
 from .bpfobject import FORMAT, Image
+from .logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 KEEP = 16                     # images kept; the oldest go first
 MAX_FILE = 64 << 20

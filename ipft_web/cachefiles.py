@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import binascii
 import json
-import logging
 import os
 import re
 import stat
 from pathlib import Path
+
+from .logs import get_logger
 
 try:   # the interpreter's own SHA-256 (3.10-3.11: _sha256, 3.12: _sha2): hashlib loads OpenSSL for it,
     from _sha256 import sha256   # a tenth of a second of a start under emulation
@@ -26,7 +27,7 @@ except ImportError:
     except ImportError:
         from hashlib import sha256
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_DIR = "/var/cache/ipft-web/programs"
 OFF = ("", "off", "0", "no", "none")

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
 
+from . import logs
 from .config import BACKENDS, TraceConfig, compile_regex
 from .errors import Cancelled, EnvError, UsageError
 from .output import Aggregate, format_json, format_text
@@ -207,8 +207,7 @@ def trace(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="ipft: %(message)s")
+    logs.configure(logs.INFO if args.verbose else logs.WARNING, "ipft: %(message)s")
     try:
         if args.doctor:
             from .doctor import main as doctor_main

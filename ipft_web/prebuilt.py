@@ -16,15 +16,15 @@ a cached image (bpfobject.Image.from_json).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import zlib
 from pathlib import Path
 
-from . import resources
+from . import logs, resources
+from .logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 MAX_FILE = 16 << 20   # decompressed
 
@@ -90,7 +90,7 @@ def write(root: Path | None = None) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="ipft prebuilt: %(message)s")
+    logs.configure(logs.INFO, "ipft prebuilt: %(message)s")
     # by default where load() looks: the checkout's bpf/prebuilt/, or the installed package's
     for p in write(Path(argv[0]) if argv else None):
         print(f"wrote {p} ({p.stat().st_size} bytes)")

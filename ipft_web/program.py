@@ -8,7 +8,6 @@ generated part of the source is integers only; nothing a user typed ever reaches
 """
 from __future__ import annotations
 
-import logging
 import mmap
 import os
 import resource
@@ -18,10 +17,11 @@ import time
 from . import bpfcache, resources
 from .bpfobject import BPFObject, Image
 from .errors import EnvError
+from .logs import get_logger
 from .records import field, record
 from .ringbuf import RingReader
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # (macro, struct, member path) for every field the program reads, in the order of the C's
 # ipft_config.off[] (bpf/ipft.bpf.c: OFF_* are cfg->off[i]).

@@ -7,7 +7,6 @@ everything the tracer did to the kernel.
 from __future__ import annotations
 
 import bisect
-import logging
 import os
 import threading
 import time
@@ -19,8 +18,9 @@ from .events import (KIND_CONSUME, KIND_DROP, KIND_FREE, KIND_KPROBE, decode_fro
                      tuple_of)
 from .journeys import Assembler, Hit
 from .kernel.view import KernelView
+from .logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 NOT_A_DROP = {"NOT_DROPPED_YET", "CONSUMED"}
 

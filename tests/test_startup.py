@@ -31,6 +31,8 @@ CUT = {
     "ipft_web.marks.spec": "--mark-rule's vocabulary, for every trace",
     "dataclasses": "the record classes (ipft_web/records.py)", "inspect": "dataclasses", "ast": "inspect",
     "dis": "inspect",
+    "logging": "every module's logger (ipft_web/logs.py)", "traceback": "logging", "tokenize": "traceback",
+    "textwrap": "traceback", "string": "logging",
 }
 
 # Everything on the warm path of a trace with the kprobe-multi backend, imported the way a start does.

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import resources
 from ..errors import UsageError
+from ..logs import get_logger
 from .paths import MAX_FIELDS, parse_all
 
 SYSTEM_DIR = Path("/etc/ipft-web/scripts")

@@ -6,7 +6,6 @@ asked for. Split BTF (modules) continues the base's type ids and string offsets.
 """
 from __future__ import annotations
 
-import logging
 import os
 import struct
 import sys
@@ -15,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EnvError
+from ..logs import get_logger
 from .typedb import MultiTypeDB, TypeGraph
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 BTF_MAGIC = 0xEB9F
 SYS_BTF = Path("/sys/kernel/btf")

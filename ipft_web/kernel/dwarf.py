@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import tempfile
 import time
 from pathlib import Path
 
 from ..errors import EnvError
+from ..logs import get_logger
 from .typedb import TypeGraph
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _QUALIFIER_TAGS = {
     "DW_TAG_typedef": "typedef",

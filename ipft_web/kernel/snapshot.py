@@ -33,16 +33,16 @@ from __future__ import annotations
 
 import array
 import json
-import logging
 import os
 import re
 import sys
 from pathlib import Path
 
 from .. import __version__, cachefiles
+from ..logs import get_logger
 from ..records import record, replace
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 FORMAT = 3
 SUBDIR = "kernel"

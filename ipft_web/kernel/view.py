@@ -11,17 +11,17 @@ field script asks for it.
 from __future__ import annotations
 
 import atexit
-import logging
 import re
 import threading
 import time
 
 from .. import cachefiles
 from ..errors import EnvError
+from ..logs import get_logger
 from ..program import Tracepoint
 from . import snapshot as snapshot_mod
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _cache: dict = {}
 

@@ -14,19 +14,19 @@ leftovers, a list of netns names (None in it: this namespace); default this one 
 """
 from __future__ import annotations
 
-import logging
 import re
 
 from flask import Blueprint, current_app, jsonify, request
 
 from ..config import U32, parse_u32
 from ..errors import EnvError, UsageError
+from ..logs import get_logger
 from ..web.jsonbody import parse_object
 from . import apply, cleanup, render, runner
 from .registry import REGISTRY
 from .spec import parse_spec
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 bp = Blueprint("marks", __name__)
 MAX_BODY = 4096
 _SESSION = re.compile(r"[A-Za-z0-9_-]{1,64}")

@@ -6,16 +6,16 @@ rule was already deleted by hand removes nothing and is forgotten all the same.
 from __future__ import annotations
 
 import atexit
-import logging
 import signal
 import threading
 
 from ..errors import EnvError, UsageError
+from ..logs import get_logger
 from . import apply as _apply
 from . import render
 from .spec import MarkSpec
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 MAX_RULES = 64
 
 

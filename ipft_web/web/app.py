@@ -1,7 +1,6 @@
 """The app factory: Flask + Flask-SocketIO, auth, Host check, security headers, API, pages, sockets."""
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 from flask import Flask, jsonify, request
@@ -10,13 +9,14 @@ from werkzeug.exceptions import HTTPException
 
 from .. import __version__, resources
 from ..errors import EnvError, UsageError
+from ..logs import get_logger
 from . import api, auth as auth_mod, layers as layers_mod, offhub, pages, sockets, tracers
 from .functions import FunctionCatalog, kernel_entries, recording_entries
 from .hostcheck import HostCheck
 from .sessions import SessionManager
 from .store import Store
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 CSP = "default-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 

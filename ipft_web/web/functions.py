@@ -6,11 +6,11 @@ replay server lists the functions of its recording instead. Entries are dicts:
 """
 from __future__ import annotations
 
-import logging
 
 from ..config import compile_regex
+from ..logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class NotReady(Exception):

@@ -9,6 +9,7 @@ import warnings
 
 from ..errors import EnvError, UsageError
 from ..interrupt import Interrupt
+from ..logs import get_logger
 from . import auth as auth_mod
 from . import runner, tracers
 from .hostcheck import is_loopback

@@ -12,14 +12,14 @@ store keeps, so a batch is serialised once), "ended" {session}.
 from __future__ import annotations
 
 import collections
-import logging
 import threading
 import time
 
 from ..errors import Cancelled, EnvError, UsageError
+from ..logs import get_logger
 from . import offhub
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 ACTIVE = ("starting", "attaching", "tracing", "stopping")
 SHUTDOWN_WAIT = 10.0   # seconds the exit waits for a start to notice it was stopped
