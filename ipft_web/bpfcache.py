@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from . import __version__, cachefiles
 from .bpfobject import FORMAT, Image
@@ -40,7 +39,7 @@ def load(digest: str) -> Image | None:
     where = cachefiles.cache_dir()
     if where is None:
         return None
-    path = where / f"{digest}.json"
+    path = os.path.join(where, f"{digest}.json")
     try:
         doc = cachefiles.read_json(path, MAX_FILE, "cached program")
         if doc is None:
@@ -53,7 +52,7 @@ def load(digest: str) -> Image | None:
         return None
 
 
-def save(digest: str, image: Image) -> Path | None:
+def save(digest: str, image: Image):
     """Store the image (atomically); None when there is no usable cache directory."""
     where = cachefiles.cache_dir(create=True)
     if where is None:

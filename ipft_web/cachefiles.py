@@ -15,7 +15,6 @@ import json
 import os
 import re
 import stat
-from pathlib import Path
 
 from .logs import get_logger
 
@@ -33,28 +32,30 @@ DEFAULT_DIR = "/var/cache/ipft-web/programs"
 OFF = ("", "off", "0", "no", "none")
 
 
-def directory() -> Path | None:
+# Paths are strings on the way to tracing (pathlib imports fnmatch, ntpath, urllib.parse, ipaddress);
+# what writes returns a pathlib.Path.
+def directory() -> str | None:
     value = os.environ.get("IPFT_CACHE_DIR", DEFAULT_DIR)
     if value.strip().lower() in OFF:
         return None
-    return Path(value)
+    return value
 
 
 def trusted(st: os.stat_result) -> bool:
     return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
-def cache_dir(sub: str | None = None, create: bool = False, base: Path | None = None) -> Path | None:
+def cache_dir(sub: str | None = None, create: bool = False, base: os.PathLike | str | None = None) -> str | None:
     """The cache directory (or its subdirectory `sub`) if it can be trusted; None otherwise.
     `base`: the cache directory chosen earlier (default: IPFT_CACHE_DIR now)."""
-    where = base or directory()
+    where = os.fspath(base) if base else directory()
     if where is None:
         return None
-    dirs = [where] + ([where / sub] if sub else [])
+    dirs = [where] + ([os.path.join(where, sub)] if sub else [])
     for d in dirs:
         try:
             if create:
-                d.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.makedirs(d, mode=0o700, exist_ok=True)
             st = os.lstat(d)
         except OSError:
             return None
@@ -80,7 +81,7 @@ def b64decode(text: str) -> bytes:
     return binascii.a2b_base64(text)
 
 
-def read_json(path: Path, max_size: int, what: str) -> dict | None:
+def read_json(path: os.PathLike | str, max_size: int, what: str) -> dict | None:
     """The JSON object in `path`, or None when absent or untrusted. ValueError when it is damaged."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -104,15 +105,16 @@ def read_json(path: Path, max_size: int, what: str) -> dict | None:
     return doc
 
 
-def write_json(where: Path, name: str, doc: dict, what: str) -> Path | None:
-    """Store `doc` as where/name atomically; None (and a warning) when that fails."""
+def write_json(where: os.PathLike | str, name: str, doc: dict, what: str):
+    """Store `doc` as where/name atomically: its pathlib.Path, or None (and a warning) when that fails."""
+    from pathlib import Path
     try:
         import tempfile   # only when writing: tempfile imports shutil, random (and hashlib)
         fd, tmp = tempfile.mkstemp(dir=where, prefix=".tmp-", suffix=".json")
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(doc, f, separators=(",", ":"))
-            path = where / name
+            path = Path(where, name)
             os.replace(tmp, path)
         except BaseException:
             try:
@@ -126,10 +128,11 @@ def write_json(where: Path, name: str, doc: dict, what: str) -> Path | None:
     return path
 
 
-def prune(where: Path, keep: int, pattern: str = "*.json") -> None:
+def prune(where: os.PathLike | str, keep: int, pattern: str = "*.json") -> None:
     """Keep the `keep` most recently used files matching `pattern`."""
+    from pathlib import Path
     try:
-        files = sorted(where.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+        files = sorted(Path(where).glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
     except OSError:
         return
     for old in files[keep:]:
@@ -139,11 +142,12 @@ def prune(where: Path, keep: int, pattern: str = "*.json") -> None:
             pass
 
 
-def clear(where: Path | None, pattern: str = "*.json") -> int:
+def clear(where: os.PathLike | str | None, pattern: str = "*.json") -> int:
     if where is None:
         return 0
+    from pathlib import Path
     n = 0
-    for path in where.glob(pattern):
+    for path in Path(where).glob(pattern):
         try:
             path.unlink()
             n += 1

@@ -1,7 +1,6 @@
 """Events from the ring buffer (struct ipft_event in bpf/ipft.bpf.c) decoded into hits."""
 from __future__ import annotations
 
-import ipaddress
 import struct
 
 from .records import record
@@ -69,10 +68,11 @@ def tuple_of(ev: RawEvent) -> dict | None:
 
 
 def _tuple_of(ev: RawEvent) -> dict | None:
-    if ev.family == 4:
-        src, dst = str(ipaddress.IPv4Address(ev.saddr[:4])), str(ipaddress.IPv4Address(ev.daddr[:4]))
+    if ev.family == 4:   # dotted quads by hand: ipaddress is imported for IPv6 only (a module less at start)
+        src, dst = "%d.%d.%d.%d" % tuple(ev.saddr[:4]), "%d.%d.%d.%d" % tuple(ev.daddr[:4])
         fam = "ipv4"
     elif ev.family == 6:
+        import ipaddress
         src, dst = str(ipaddress.IPv6Address(ev.saddr)), str(ipaddress.IPv6Address(ev.daddr))
         fam = "ipv6"
     else:

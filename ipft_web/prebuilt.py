@@ -19,7 +19,6 @@ import json
 import os
 import sys
 import zlib
-from pathlib import Path
 
 from . import logs, resources
 from .logs import get_logger
@@ -29,18 +28,26 @@ log = get_logger(__name__)
 MAX_FILE = 16 << 20   # decompressed
 
 
-def path(with_fields: bool, machine: str | None = None, root: Path | None = None) -> Path:
+def file(with_fields: bool, machine: str | None = None, root: os.PathLike | str | None = None) -> str:
+    """The image's file name (a string: the way to tracing does not import pathlib)."""
     machine = machine or os.uname().machine
-    return (root or resources.path("bpf") / "prebuilt") / f"{machine}{'-fields' if with_fields else ''}.json.gz"
+    return os.path.join(root or os.path.join(resources.where("bpf"), "prebuilt"),
+                        f"{machine}{'-fields' if with_fields else ''}.json.gz")
 
 
-def load(digest: str, with_fields: bool, root: Path | None = None):
+def path(with_fields: bool, machine: str | None = None, root: os.PathLike | str | None = None):
+    """file() as a pathlib.Path."""
+    from pathlib import Path
+    return Path(file(with_fields, machine, root))
+
+
+def load(digest: str, with_fields: bool, root: os.PathLike | str | None = None):
     """The shipped image with key `digest`, or None (none for this architecture, or another key,
     or IPFT_PREBUILT=off: then BCC compiles as if none was shipped)."""
     from .bpfobject import Image
     if os.environ.get("IPFT_PREBUILT", "").lower() == "off":
         return None
-    where = path(with_fields, root=root)
+    where = file(with_fields, root=root)
     try:
         with open(where, "rb") as f:
             packed = f.read(MAX_FILE + 1)
@@ -68,7 +75,7 @@ def load(digest: str, with_fields: bool, root: Path | None = None):
         return None
 
 
-def write(root: Path | None = None) -> list[Path]:
+def write(root: os.PathLike | str | None = None) -> list:
     """Compile both variants with BCC and write their images (gzip without a timestamp, so the
     same compile gives the same bytes)."""
     import gzip
@@ -92,7 +99,7 @@ def write(root: Path | None = None) -> list[Path]:
 def main(argv=None) -> int:
     logs.configure(logs.INFO, "ipft prebuilt: %(message)s")
     # by default where load() looks: the checkout's bpf/prebuilt/, or the installed package's
-    for p in write(Path(argv[0]) if argv else None):
+    for p in write(argv[0] if argv else None):
         print(f"wrote {p} ({p.stat().st_size} bytes)")
     return 0
 

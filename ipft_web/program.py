@@ -83,7 +83,8 @@ def offsets(typedb) -> dict[str, int]:
 
 def build_spec(with_fields: bool = False) -> ProgramSpec:
     """Source text + cflags: the same for every kernel (what differs goes into the config map)."""
-    src = (resources.path("bpf") / "ipft.bpf.c").read_text()
+    with open(os.path.join(resources.where("bpf"), "ipft.bpf.c")) as f:
+        src = f.read()
     cflags = [f"-DIPFT_RINGBUF_PAGES={RINGBUF_PAGES}"]
     cflags.append("-w")  # clang warnings about kernel headers are noise on a user's terminal
     if with_fields:

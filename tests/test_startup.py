@@ -33,6 +33,8 @@ CUT = {
     "dis": "inspect",
     "logging": "every module's logger (ipft_web/logs.py)", "traceback": "logging", "tokenize": "traceback",
     "textwrap": "traceback", "string": "logging",
+    "pathlib": "cache and resource paths (strings on the way to tracing)", "urllib.parse": "pathlib",
+    "ipaddress": "urllib.parse; IPv4 addresses are formatted by hand",
 }
 
 # Everything on the warm path of a trace with the kprobe-multi backend, imported the way a start does.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 from ..config import compile_regex as _compile_regex
 from ..records import record
@@ -198,7 +197,7 @@ class Catalog:
                 continue
             for g in group_dirs:
                 try:
-                    with os.scandir(Path(d) / g) as it:
+                    with os.scandir(os.path.join(d, g)) as it:
                         for e in it:
                             if e.is_dir(follow_symlinks=False):
                                 groups.setdefault(e.name, g)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import bisect
 import errno
+import os
 import re
-from pathlib import Path
 
 KALLSYMS = "/proc/kallsyms"
 TRACING_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
@@ -202,15 +202,17 @@ class SymbolTable:
 def load(path: str = KALLSYMS) -> Kallsyms:
     """Text symbols of /proc/kallsyms; an empty table if it is unreadable."""
     try:
-        text = Path(path).read_text(errors="replace")
+        with open(path, errors="replace") as f:
+            text = f.read()
     except OSError:
         return Kallsyms("")
     return Kallsyms(text)
 
 
-def _read_list(path: Path) -> tuple[str | None, str]:
+def _read_list(path: str) -> tuple[str | None, str]:
     try:
-        return path.read_text(errors="replace"), f"read {path}"
+        with open(path, errors="replace") as f:
+            return f.read(), f"read {path}"
     except PermissionError:
         return None, f"{path} is not readable (permission denied)"
     except OSError as exc:
@@ -224,9 +226,9 @@ def read_blacklist(path: str = BLACKLIST) -> tuple[set[str] | None, str]:
 
     Lines look like "0xffffffff81001000-0xffffffff81001020\tname" (debugfs must be mounted;
     we never mount it)."""
-    text, why = _read_list(Path(path))
+    text, why = _read_list(path)
     if text is None:
-        if not Path(path).parent.exists():
+        if not os.path.exists(os.path.dirname(path)):
             why += " (debugfs not mounted? mount -t debugfs none /sys/kernel/debug)"
         return None, why
     names = set()
@@ -243,7 +245,7 @@ def read_available_filter_functions(dirs: tuple[str, ...] = TRACING_DIRS) -> tup
     Lines are "name" or "name [module]"; newer kernels may prefix an address."""
     whys = []
     for d in dirs:
-        text, why = _read_list(Path(d) / "available_filter_functions")
+        text, why = _read_list(os.path.join(d, "available_filter_functions"))
         if text is None:
             whys.append(why)
             continue
@@ -280,7 +282,8 @@ def read_text_bases(modules, path: str = KALLSYMS, module_text: str = MODULE_TEX
         for m in sorted(set(modules) - {""}):
             if not _MODULE_NAME.fullmatch(m):
                 return None
-            bases[m] = int(Path(module_text.format(m)).read_text().strip(), 16)
+            with open(module_text.format(m)) as f:
+                bases[m] = int(f.read().strip(), 16)
     except (OSError, ValueError):
         return None
     if "" not in bases or not all(bases.values()):
@@ -297,7 +300,7 @@ def read_ftrace_addresses(dirs: tuple[str, ...] = TRACING_DIRS) -> dict[str, lis
     kallsyms' size), or None if there is no readable one. A site is where the function's ftrace
     call is: its address, or a few bytes past it (after an endbr)."""
     for d in dirs:
-        text, _why = _read_list(Path(d) / "available_filter_functions_addrs")
+        text, _why = _read_list(os.path.join(d, "available_filter_functions_addrs"))
         if text is None:
             continue
         out: dict[str, list[int]] = {}

@@ -36,7 +36,6 @@ import json
 import os
 import re
 import sys
-from pathlib import Path
 
 from .. import __version__, cachefiles
 from ..logs import get_logger
@@ -115,11 +114,11 @@ def _modules() -> list[str]:
 
 def _code_stamp() -> list:
     # abspath, not resolve(): resolve() lstat()s every directory on the way (3 ms each under emulation)
-    here = Path(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     stamp = []
     for rel in CODE:
         try:
-            st = os.stat(here / rel)
+            st = os.stat(os.path.join(here, rel))
             stamp.append([rel, st.st_size, st.st_mtime_ns])
         except OSError:
             stamp.append([rel, None, None])
@@ -138,7 +137,7 @@ def key() -> str | None:
     return cachefiles.sha256(json.dumps(parts).encode()).hexdigest()
 
 
-def _file_digest(h, path: Path) -> bool:
+def _file_digest(h, path) -> bool:
     try:
         data = path.read_bytes()
     except OSError:
@@ -182,7 +181,7 @@ def build_key() -> str | None:
     mods = sorted(" ".join(m.split()[:2]) for m in _modules())
     head = [FORMAT, "build", __version__, sys.version_info[:2], _code_stamp(), uname.release, uname.version,
             uname.machine, mods, [os.access(p, os.R_OK) for p in READABLE], os.geteuid()]
-    if not Path(SYS_BTF, "vmlinux").exists():
+    if not os.path.exists(os.path.join(SYS_BTF, "vmlinux")):
         return None
     ids = [_build_id(KERNEL_NOTES)] + [_build_id(MODULE_NOTES.format(m.split()[0])) for m in mods]
     h = cachefiles.sha256()
@@ -194,6 +193,7 @@ def build_key() -> str | None:
 
 def _content_key(h, head: list) -> str | None:
     h.update(json.dumps(head).encode())
+    from pathlib import Path   # not on the way to tracing: a boot without a stored view
     root = Path(SYS_BTF)
     try:
         names = sorted(p.name for p in root.iterdir())
@@ -346,7 +346,7 @@ class StoredSymbols:
     """The symbol table stored next to a boot's snapshot, read when first asked for: most runs
     never symbolize an address, and the table is most of the snapshot (5 MB, 1 s under emulation)."""
 
-    def __init__(self, path: Path, digest: str):
+    def __init__(self, path: str, digest: str):
         self.path = path
         self.digest = digest
 
@@ -477,21 +477,21 @@ def load(digest: str | None, sub: str = SUBDIR) -> Snapshot | None:
     where = cachefiles.cache_dir(sub)
     if where is None:
         return None
-    path = where / f"{digest}.json"
+    path = os.path.join(where, f"{digest}.json")
     try:
         doc = cachefiles.read_json(path, MAX_FILE, "kernel view")
         if doc is None:
             return None
         snap = from_json(doc, digest)
         if sub == SUBDIR:
-            snap.symbols = StoredSymbols(where / f"{digest}{SYMBOLS_SUFFIX}", digest)
+            snap.symbols = StoredSymbols(os.path.join(where, f"{digest}{SYMBOLS_SUFFIX}"), digest)
         return snap
     except (OSError, ValueError, TypeError, AttributeError) as exc:   # JSONDecodeError is a ValueError
         log.warning("ignoring the stored kernel view %s: %s", path, exc)
         return None
 
 
-def save(snap: Snapshot, base: Path | None = None, sub: str = SUBDIR) -> Path | None:
+def save(snap: Snapshot, base: os.PathLike | str | None = None, sub: str = SUBDIR):
     """Store `snap` under the cache directory `base` (default: IPFT_CACHE_DIR now)."""
     if not snap.key:
         return None
@@ -507,8 +507,8 @@ def save(snap: Snapshot, base: Path | None = None, sub: str = SUBDIR) -> Path | 
     path = cachefiles.write_json(where, f"{snap.key}.json", to_json(snap), "kernel view")
     if path is not None:
         cachefiles.prune(where, KEEP, SNAPSHOT_GLOB)   # the snapshots; then their tables
-        for orphan in where.glob(f"*{SYMBOLS_SUFFIX}"):
-            if not (where / (orphan.name[:-len(SYMBOLS_SUFFIX)] + ".json")).exists():
+        for orphan in path.parent.glob(f"*{SYMBOLS_SUFFIX}"):
+            if not (path.parent / (orphan.name[:-len(SYMBOLS_SUFFIX)] + ".json")).exists():
                 try:
                     orphan.unlink()
                 except OSError:
@@ -516,12 +516,12 @@ def save(snap: Snapshot, base: Path | None = None, sub: str = SUBDIR) -> Path | 
     return path
 
 
-def remove(digest: str | None, base: Path | None = None, sub: str = SUBDIR) -> None:
+def remove(digest: str | None, base: os.PathLike | str | None = None, sub: str = SUBDIR) -> None:
     """Delete one stored snapshot (a build part found wrong)."""
     where = cachefiles.cache_dir(sub, base=base)
     if digest and where is not None:
         try:
-            (where / f"{digest}.json").unlink()
+            os.unlink(os.path.join(where, f"{digest}.json"))
         except OSError:
             pass
 
