@@ -216,3 +216,23 @@ def test_addresses_of_many_names_in_one_pass():
     assert k.addresses_of(names) == {n: k.addresses(n) for n in names if n in k}
     hidden = Kallsyms(re.sub(r"^[0-9a-f]+", "0000000000000000", KALLSYMS_TEXT, flags=re.M))
     assert hidden.addresses_of(names) == {}
+
+
+def test_a_list_read_ahead_is_taken_once_and_forgotten(tmp_path):
+    """kallsyms.prefetch: the next read takes what the thread read (even if the file changed since),
+    the one after reads the file again; forget_prefetched() drops what nobody took."""
+    f = tmp_path / "available_filter_functions"
+    f.write_text("a\nb\n")
+    kallsyms.prefetch([str(f)])
+    kallsyms._ahead[str(f)].join()
+    f.write_text("c\n")
+    assert kallsyms.read_available_filter_functions((str(tmp_path),))[0] == {"a", "b"}
+    assert kallsyms.read_available_filter_functions((str(tmp_path),))[0] == {"c"}
+    kallsyms.prefetch([str(f)])
+    kallsyms.forget_prefetched()
+    f.write_text("d\n")
+    assert kallsyms.read_available_filter_functions((str(tmp_path),))[0] == {"d"}
+    missing = str(tmp_path / "nope" / "available_filter_functions")
+    kallsyms.prefetch([missing])
+    names, why = kallsyms.read_available_filter_functions((str(tmp_path / "nope"),))
+    assert names is None and "does not exist" in why, "the thread's error, as a read now would give it"

@@ -295,8 +295,9 @@ class Btf(TypeGraph):
             pos = kinds.find(K_FUNC, pos + 1)
 
     # -- fast path for the catalog -------------------------------------------------------------
-    def functions_with_struct_ptr(self, struct_name: str):
-        """(function, module, 1-based position of the first `struct <struct_name> *` param)."""
+    def functions_with_struct_ptr(self, struct_name: str, ids: dict | None = None):
+        """(function, module, 1-based position of the first `struct <struct_name> *` param); `ids`
+        as in TypeGraph.functions_with_struct_ptr."""
         w, offs, kinds, start = self.words, self.offs, self.kinds, self.start_id
         memo: dict[int, bool] = {0: False}
         ptr_target = self.struct_ptr_target
@@ -324,6 +325,8 @@ class Btf(TypeGraph):
                     off = w[i] - own
                     name = s[off:s.find(b"\0", off)].decode("utf-8", "replace") if 0 <= off < len(s) \
                         else self._str(w[i])
+                    if ids is not None:
+                        ids.setdefault((name, self.module), start + pos)
                     yield name, self.module, k + 1
                     break
             pos = kinds.find(K_FUNC, pos + 1)

@@ -73,6 +73,7 @@ class Catalog:
         """`available` / `blacklist`: sets of names, or None for "unreadable"; read from the
         system when not given. `kallsyms`: a kallsyms.Kallsyms (loaded when None)."""
         self.typedb = typedb
+        self.type_ids: dict = {}   # (function, module) -> type id, met by skb_functions()
         self.kallsyms = kallsyms if kallsyms is not None else kallsyms_mod.load()
         self._events_dirs = events_dirs
         notes = []
@@ -113,7 +114,7 @@ class Catalog:
             seen = set()
             out = []
             dup = self.kallsyms.is_duplicate
-            for name, module, pos in _struct_ptr_functions(self.typedb, STRUCT):
+            for name, module, pos in _struct_ptr_functions(self.typedb, STRUCT, self.type_ids):
                 if (name, module) in seen:
                     continue
                 seen.add((name, module))
@@ -219,10 +220,10 @@ def compile_regex(regex):
     return _compile_regex(regex) or re.compile("")
 
 
-def _struct_ptr_functions(typedb, struct: str):
+def _struct_ptr_functions(typedb, struct: str, ids: dict):
     fast = getattr(typedb, "functions_with_struct_ptr", None)
     if fast is not None:
-        yield from fast(struct)
+        yield from fast(struct, ids)
         return
     for f in typedb.functions():
         for i, p in enumerate(f.params, 1):

@@ -11,6 +11,7 @@ import bisect
 import errno
 import os
 import re
+import threading
 
 KALLSYMS = "/proc/kallsyms"
 TRACING_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
@@ -25,6 +26,56 @@ _ENTRY = re.compile(r"^([0-9a-fA-F]+) [tT] ([^\t\n]+)(?:\t\[([^\]\n]+)\])?", re.
 
 
 CHUNK = 1 << 18
+
+# -- reading ahead ---------------------------------------------------------------------------------
+# The kernel writes kallsyms and ftrace's lists as they are read: seconds under emulation, spent in
+# the kernel, not in Python. prefetch() reads them in threads while the caller parses type info;
+# the next read of each (load(), _read_list()) takes what its thread read, once.
+_ahead: dict = {}
+
+
+class _ReadAhead(threading.Thread):
+    def __init__(self, path: str):
+        super().__init__(name=f"ipft-read {path}", daemon=True)
+        self.path, self.text, self.error = path, None, None
+
+    def run(self):
+        try:
+            with open(self.path, errors="replace") as f:
+                self.text = f.read()
+        except OSError as exc:
+            self.error = exc
+
+
+def prefetch(paths) -> None:
+    """Start reading each of `paths` in a thread of its own."""
+    for path in paths:
+        if path not in _ahead:
+            _ahead[path] = reader = _ReadAhead(path)
+            reader.start()
+
+
+def _read_text(path: str) -> str:
+    """The text of `path`: read ahead if it was, else now. OSError as open() and read() raise it."""
+    reader = _ahead.pop(path, None)
+    if reader is not None:
+        reader.join()
+        if reader.error is not None:
+            raise reader.error
+        return reader.text
+    with open(path, errors="replace") as f:
+        return f.read()
+
+
+def forget_prefetched() -> None:
+    """Drop what was read ahead and not taken: a later read must see the kernel of then."""
+    _ahead.clear()
+
+
+def prefetch_kernel_lists() -> None:
+    """kallsyms and the first ftrace function list there is."""
+    lists = [os.path.join(d, "available_filter_functions") for d in TRACING_DIRS]
+    prefetch([KALLSYMS] + [p for p in lists if os.path.exists(p)][:1])
 
 
 def _findall_chunked(pattern, text: str) -> list:
@@ -202,8 +253,7 @@ class SymbolTable:
 def load(path: str = KALLSYMS) -> Kallsyms:
     """Text symbols of /proc/kallsyms; an empty table if it is unreadable."""
     try:
-        with open(path, errors="replace") as f:
-            text = f.read()
+        text = _read_text(path)
     except OSError:
         return Kallsyms("")
     return Kallsyms(text)
@@ -211,8 +261,7 @@ def load(path: str = KALLSYMS) -> Kallsyms:
 
 def _read_list(path: str) -> tuple[str | None, str]:
     try:
-        with open(path, errors="replace") as f:
-            return f.read(), f"read {path}"
+        return _read_text(path), f"read {path}"
     except PermissionError:
         return None, f"{path} is not readable (permission denied)"
     except OSError as exc:

@@ -303,8 +303,11 @@ class TypeGraph:
     def typedef_names(self, prefix: str = "") -> list[str]:
         return sorted(n for n in self._names("typedef") if n.startswith(prefix))
 
-    def functions_with_struct_ptr(self, struct_name: str) -> Iterator[tuple[str, str | None, int]]:
-        """(function, module, 1-based position of its first `struct <struct_name> *` param)."""
+    def functions_with_struct_ptr(self, struct_name: str,
+                                  ids: dict | None = None) -> Iterator[tuple[str, str | None, int]]:
+        """(function, module, 1-based position of its first `struct <struct_name> *` param).
+        `ids`, when given, gets (function, module) -> the type id of the first record found (the
+        catalog's fentry ids, without indexing every function name for them)."""
         memo: dict[int, bool] = {}
         for fid in self._func_ids():
             proto = self._func_proto(fid)
@@ -315,7 +318,10 @@ class TypeGraph:
                 if hit is None:
                     hit = memo[ptid] = self.struct_ptr_target(ptid) == struct_name
                 if hit:
-                    yield self._name(fid), self.module, pos
+                    name = self._name(fid)
+                    if ids is not None:
+                        ids.setdefault((name, self.module), fid)
+                    yield name, self.module, pos
                     break
 
     # -- enums ---------------------------------------------------------------------------------
@@ -403,9 +409,9 @@ class MultiTypeDB:
         for db in self._dbs():
             yield from db.functions()
 
-    def functions_with_struct_ptr(self, struct_name: str):
+    def functions_with_struct_ptr(self, struct_name: str, ids: dict | None = None):
         for db in self._dbs():
-            yield from db.functions_with_struct_ptr(struct_name)
+            yield from db.functions_with_struct_ptr(struct_name, ids)
 
     def func_params(self, func_name: str) -> tuple[Param, ...]:
         return self._first("func_params", func_name)

@@ -57,11 +57,15 @@ def read_snapshot(typedb, syms, catalog, key: str = "") -> snapshot_mod.Snapshot
         enum = {}
     vmlinux = getattr(typedb, "vmlinux", None)   # BTF only: DWARF has no type ids for fentry
     btf_ids, addresses = {}, {}
+    found = getattr(catalog, "type_ids", {})   # met while the catalog looked for skb functions
     for f in [*functions, *extra.values()]:
         if vmlinux is not None and not f.module:
-            ids = vmlinux.func_ids(f.name)
-            if ids:
-                btf_ids[f.name] = ids[0]
+            tid = found.get((f.name, None))
+            if tid is None:   # not an skb function (EXTRA): index vmlinux's function names
+                ids = vmlinux.func_ids(f.name)
+                tid = ids[0] if ids else None
+            if tid:
+                btf_ids[f.name] = tid
         addrs = syms.addresses(f.name)
         if addrs:
             addresses[f.name] = addrs
@@ -153,14 +157,18 @@ class KernelView:
         """Read the kernel (and store what was read under `digest` and `build`, when there are)."""
         from . import catalog as catalog_mod
         from . import kallsyms
-        if vmlinux:
-            from .dwarf import load_dwarf
-            typedb = load_dwarf(vmlinux)
-        else:
-            from .btf import load_kernel_btf
-            typedb = load_kernel_btf(modules=True)
-        syms = kallsyms.load()
-        catalog = catalog_mod.Catalog(typedb, syms)
+        kallsyms.prefetch_kernel_lists()   # the kernel writes them while type info is parsed here
+        try:
+            if vmlinux:
+                from .dwarf import load_dwarf
+                typedb = load_dwarf(vmlinux)
+            else:
+                from .btf import load_kernel_btf
+                typedb = load_kernel_btf(modules=True)
+            syms = kallsyms.load()
+            catalog = catalog_mod.Catalog(typedb, syms)
+        finally:
+            kallsyms.forget_prefetched()
         view = cls(read_snapshot(typedb, syms, catalog, digest or ""), typedb, syms)
         if digest:
             view._build_key = build
