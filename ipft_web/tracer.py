@@ -27,6 +27,10 @@ NOT_A_DROP = {"NOT_DROPPED_YET", "CONSUMED"}
 # What `-b auto` picks, best first. fentry comes after kprobe: it loads (and verifies) one program
 # per function, which in a 6.1 guest took far longer than attaching the same functions as kprobes.
 AUTO_ORDER = ("kprobe-multi", "kprobe", "fentry", "tracepoint")
+# Asked for by name (-b), attached without probing first: the attach is one link, it works or fails
+# as a whole, so it is its own probe (the probe's link on one function costs a tenth of a second
+# under emulation). A failure is then explained by the probe.
+UNPROBED = ("kprobe-multi",)
 
 # poll(): events are taken in chunks until none are left or the time budget is spent
 POLL_CHUNK = 2048
@@ -107,6 +111,10 @@ def resolve_fields(config: TraceConfig, kernel: KernelView):
     from .fields.decode import FieldSet
     return FieldSet(kernel.typedb, resolve_all(kernel.typedb, specs))
 
+
+
+def _unusable(backend: str, kernel) -> EnvError:
+    return EnvError(f"backend {backend} does not work on this kernel ({kernel.why_not(backend)}); try -b auto")
 
 class Tracer:
     def __init__(self, config: TraceConfig, on_journey, on_progress=None, kernel: KernelView | None = None,
@@ -208,6 +216,8 @@ class Tracer:
                 raise
             except EnvError as exc:
                 if i == len(plans) - 1:
+                    if backend in UNPROBED and backend == self.config.backend and not kernel.backend_works(backend):
+                        raise _unusable(backend, kernel) from None
                     raise
                 self._detach()   # -b auto: this backend failed as a whole; the next one may not
                 self.fallbacks.append(f"{backend}: {exc}")
@@ -319,9 +329,8 @@ class Tracer:
             return usable
         if want not in IMPLEMENTED:
             raise UsageError(f"backend {want} is not available yet; use one of {', '.join(IMPLEMENTED)}")
-        if not kernel.backend_works(want):   # only the one asked for: the others' probes cost time
-            why = kernel.why_not(want)
-            raise EnvError(f"backend {want} does not work on this kernel ({why}); try -b auto")
+        if want not in UNPROBED and not kernel.backend_works(want):   # only the one asked for
+            raise _unusable(want, kernel)
         return [want]
 
     def _targets(self, kernel, backend):

@@ -153,6 +153,23 @@ def test_kprobe_multi_bisection_attaches_all_but_the_bad(monkeypatch, n):
     assert set(res.attached) == set(names) - set(res.failed)
 
 
+def test_kprobe_multi_does_not_bisect_a_link_refused_as_a_whole(monkeypatch):
+    """EOPNOTSUPP (no CONFIG_FPROBE) or EPERM refuse any link: one attempt, an EnvError, not a
+    bisection down to every function refused one by one."""
+    from ipft_web.errors import EnvError
+    tries = []
+
+    def unsupported(prog_fd, addrs, cookies):
+        tries.append(len(addrs))
+        raise BPFError(95, "EOPNOTSUPP (test)")
+    monkeypatch.setattr(kprobe_multi, "link_create_kprobe_multi_addrs", unsupported)
+    names = [f"f{i}" for i in range(100)]
+    b = kprobe_multi.KprobeMultiBackend(FakeObj(), lambda name: [0x10000 + names.index(name)])
+    with pytest.raises(EnvError, match="refused the kprobe-multi link"):
+        b.attach([Fn(name) for name in names])
+    assert tries == [100]
+
+
 def test_fentry_loads_one_program_per_function_and_counts_refusals(monkeypatch):
     from ipft_web.backends import fentry
 

@@ -268,3 +268,40 @@ def test_lifecycle_tracepoints_attach_while_the_function_backend_does(monkeypatc
     with pytest.raises(RuntimeError, match="broke"):
         t.start()
     assert not probe_fds()
+
+
+def test_an_explicit_kprobe_multi_is_attached_without_its_probe(monkeypatch):
+    """-b kprobe-multi: the attach is the probe (one link, all or nothing). The probe runs only to
+    explain a failure, in the same words as before."""
+    from ipft_web import backends
+    from ipft_web.errors import EnvError
+    from ipft_web.kernel.view import KernelView
+
+    asked = []
+    monkeypatch.setattr(KernelView, "backend_works", lambda self, b: asked.append(b) or b != "kprobe-multi")
+    monkeypatch.setattr(KernelView, "why_not", lambda self, b: "no CONFIG_FPROBE (test)")
+    attach = {"ok": True}
+
+    class Link:
+        kind = "kprobe-multi"
+
+        def attach(self, functions, progress=None):
+            if attach["ok"]:
+                return backends.AttachResult(attached=[f.name for f in functions])
+            raise EnvError("the kernel refused the kprobe-multi link: EOPNOTSUPP (test)")
+
+        def detach(self):
+            pass
+
+    monkeypatch.setattr(backends, "make", lambda name, bpf, kernel: Link())
+    t = Tracer(TraceConfig(mark=MARK, regex="^ip_rcv$", backend="kprobe-multi"), lambda j: None)
+    t.start()
+    try:
+        assert "kprobe-multi" not in asked and t.stats()["backend"] == "kprobe-multi"
+    finally:
+        t.stop()
+    attach["ok"] = False
+    t = Tracer(TraceConfig(mark=MARK, regex="^ip_rcv$", backend="kprobe-multi"), lambda j: None)
+    with pytest.raises(EnvError, match=r"backend kprobe-multi does not work on this kernel \(no CONFIG_FPROBE"):
+        t.start()
+    assert "kprobe-multi" in asked and not probe_fds()

@@ -11,8 +11,10 @@ until the bad ones are isolated: those are counted as refused, the rest attach.
 """
 from __future__ import annotations
 
+import errno
 import time
 
+from ..errors import EnvError
 from ..kernel.kprobe_multi import attach_kprobe_multi
 from ..kernel.sysbpf import BPF_PROG_TYPE_KPROBE, BPF_TRACE_KPROBE_MULTI, BPFError, link_create_kprobe_multi_addrs
 from . import AttachResult, close_many
@@ -22,6 +24,8 @@ from .kprobe import FREE_FUNC
 # in the low byte, FREE for kfree_skbmem.
 FREE = 0x100
 PROGRAM = "kprobe_multi_skb"
+# Errors of the link itself, whatever its functions: no kprobe-multi (CONFIG_FPROBE), not allowed
+WHOLE_LINK_ERRORS = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EPERM, errno.EACCES)
 
 
 class KprobeMultiBackend:
@@ -45,6 +49,8 @@ class KprobeMultiBackend:
                 self.links.append(link_create_kprobe_multi_addrs(prog_fd, values, cookies))
             result.attached.extend(dict.fromkeys(names))   # a name at two addresses: once
         except (BPFError, ValueError) as exc:
+            if getattr(exc, "errno", None) in WHOLE_LINK_ERRORS:   # no function would do: don't bisect
+                raise EnvError(f"the kernel refused the kprobe-multi link: {exc}") from None
             if len(values) == 1:
                 result.failed[names[0]] = str(exc).splitlines()[0]
                 return
