@@ -317,7 +317,8 @@ static __always_inline int ipft_hit_at(void *ctx, void *skb, u64 addr, u8 kind,
 #define ipft_hit(ctx, skb, addr, kind, location, reason) ipft_hit_at(ctx, skb, addr, kind, location, reason, 0)
 #define ipft_hit_func(ctx, skb, kind) ipft_hit_at(ctx, skb, 0, kind, 0, 0, 1)
 
-/* kprobe entries, one per position of the struct sk_buff * argument. */
+/* kprobe entries, one per position of the struct sk_buff * argument; kprobe-multi loads the same
+ * ones, one link each (a cookie with the position cost a binary search per hit). */
 int kprobe_skb_1(struct pt_regs *ctx) { return ipft_hit_func(ctx, (void *)PT_REGS_PARM1(ctx), KIND_KPROBE); }
 int kprobe_skb_2(struct pt_regs *ctx) { return ipft_hit_func(ctx, (void *)PT_REGS_PARM2(ctx), KIND_KPROBE); }
 int kprobe_skb_3(struct pt_regs *ctx) { return ipft_hit_func(ctx, (void *)PT_REGS_PARM3(ctx), KIND_KPROBE); }
@@ -325,38 +326,9 @@ int kprobe_skb_4(struct pt_regs *ctx) { return ipft_hit_func(ctx, (void *)PT_REG
 int kprobe_skb_5(struct pt_regs *ctx) { return ipft_hit_func(ctx, (void *)PT_REGS_PARM5(ctx), KIND_KPROBE); }
 int kprobe_free(struct pt_regs *ctx) { return ipft_hit_func(ctx, (void *)PT_REGS_PARM1(ctx), KIND_FREE); }
 
-/* kprobe-multi: one entry for every function, so the kernel verifies one program instead of one
- * per skb position. The function's link cookie carries the position of its skb argument (1-5) in
- * the low byte and KPROBE_MULTI_FREE for kfree_skbmem (ipft_web/backends/kprobe_multi.py). */
-#define KPROBE_MULTI_FREE 0x100
-/* The register is chosen at run time, so it is copied out with a probe read: the verifier refuses
- * a load from the context at an offset that is not a constant (what the switch compiles into). */
-static __always_inline void *ipft_kprobe_arg(struct pt_regs *ctx, u64 pos)
-{
-    void *reg;
-    switch (pos) {
-    case 1: reg = &PT_REGS_PARM1(ctx); break;
-    case 2: reg = &PT_REGS_PARM2(ctx); break;
-    case 3: reg = &PT_REGS_PARM3(ctx); break;
-    case 4: reg = &PT_REGS_PARM4(ctx); break;
-    case 5: reg = &PT_REGS_PARM5(ctx); break;
-    default: return NULL;
-    }
-    void *arg = NULL;
-    bpf_probe_read_kernel(&arg, sizeof(arg), reg);
-    return arg;
-}
-
-int kprobe_multi_skb(struct pt_regs *ctx)
-{
-    u64 cookie = bpf_get_attach_cookie(ctx);
-    return ipft_hit_func(ctx, ipft_kprobe_arg(ctx, cookie & 0xff),
-                         (cookie & KPROBE_MULTI_FREE) ? KIND_FREE : KIND_KPROBE);
-}
-
-/* A raw tracepoint's argument at a position known at run time: copied out with a probe read like
- * the kprobe registers above (a direct load would count as reading the context that far, and
- * the kernel refuses to attach a program reading past a tracepoint's last argument). */
+/* A raw tracepoint's argument at a position known at run time: copied out with a probe read (a
+ * direct load would count as reading the context that far, and the kernel refuses to attach a
+ * program reading past a tracepoint's last argument). */
 static __always_inline u64 ipft_raw_arg(struct bpf_raw_tracepoint_args *ctx, s32 pos)
 {
     void *at;

@@ -34,21 +34,23 @@ ADDRS = {"ip_rcv": [0x1000], "add_grec": [0x2000, 0x3000], "kfree_skbmem": [0x40
 def links(monkeypatch, refuse=()):
     made = []
 
-    def by_addrs(prog_fd, addrs, cookies):
+    def by_addrs(prog_fd, addrs, cookies=None):
+        assert cookies is None, "one program per position: no cookie"
         if any(a in refuse for a in addrs):
             raise BPFError(2, "ENOENT (test)")
-        made.append(("addrs", list(addrs), list(cookies)))
+        made.append(("addrs", list(addrs), prog_fd))
         return 200 + len(made)
 
-    def by_names(prog_fd, names, cookies):
+    def by_names(prog_fd, names, cookies=None):
+        assert cookies is None, "one program per position: no cookie"
         if any(n in refuse for n in names):
             raise BPFError(3, "ESRCH (test)")
-        made.append(("names", list(names), list(cookies)))
+        made.append(("names", list(names), prog_fd))
         return 200 + len(made)
 
     monkeypatch.setattr(kprobe_multi, "link_create_kprobe_multi_addrs", by_addrs)
     monkeypatch.setattr(kprobe_multi, "attach_kprobe_multi", by_names)
-    monkeypatch.setattr(kprobe_multi, "close_many", lambda fds: None)
+    monkeypatch.setattr(kprobe_multi.os, "close", lambda fd: None)
     return made
 
 
@@ -58,10 +60,12 @@ def test_kprobe_multi_links_every_address_of_a_duplicated_name(monkeypatch):
     b = kprobe_multi.KprobeMultiBackend(obj, lambda n: ADDRS.get(n, []))
     res = b.attach([Fn("ip_rcv"), Fn("add_grec", duplicate=True), Fn("kfree_skbmem"), Fn("tcp_v4_rcv", pos=2)])
     assert res.failed == {} and res.attached == ["add_grec", "ip_rcv", "kfree_skbmem", "tcp_v4_rcv"]
-    assert obj.loaded == [("kprobe_multi_skb", 2, 42)]       # one program, loaded for kprobe-multi
-    (kind, addrs, cookies), = made                           # one link
-    assert kind == "addrs" and addrs == [0x2000, 0x3000, 0x1000, 0x4000, 0x6000]
-    assert cookies == [1, 1, 1, 1 | kprobe_multi.FREE, 2]
+    # the kprobe programs of the positions there are, loaded for kprobe-multi: one link each
+    assert sorted(obj.loaded) == [("kprobe_free", 2, 42), ("kprobe_skb_1", 2, 42), ("kprobe_skb_2", 2, 42)]
+    fd_of = {name: 100 + i for i, (name, _t, _a) in enumerate(obj.loaded, 1)}
+    assert sorted((prog, kind, addrs) for kind, addrs, prog in made) == sorted([
+        (fd_of["kprobe_skb_1"], "addrs", [0x2000, 0x3000, 0x1000]), (fd_of["kprobe_free"], "addrs", [0x4000]),
+        (fd_of["kprobe_skb_2"], "addrs", [0x6000])])
     b.detach()
     assert b.links == []
 
@@ -80,7 +84,7 @@ def test_kprobe_multi_uses_names_when_addresses_are_hidden(monkeypatch):
     b = kprobe_multi.KprobeMultiBackend(FakeObj(), lambda n: [])
     res = b.attach([Fn("ip_rcv"), Fn("add_grec", duplicate=True)])
     assert res.attached == ["ip_rcv"] and "more than once" in res.failed["add_grec"]
-    assert made == [("names", ["ip_rcv"], [1])]
+    assert [(kind, names) for kind, names, _prog in made] == [("names", ["ip_rcv"])]
 
 
 def test_kprobe_probes_a_duplicated_name_at_each_address(monkeypatch):
@@ -159,7 +163,7 @@ def test_kprobe_multi_does_not_bisect_a_link_refused_as_a_whole(monkeypatch):
     from ipft_web.errors import EnvError
     tries = []
 
-    def unsupported(prog_fd, addrs, cookies):
+    def unsupported(prog_fd, addrs, cookies=None):
         tries.append(len(addrs))
         raise BPFError(95, "EOPNOTSUPP (test)")
     monkeypatch.setattr(kprobe_multi, "link_create_kprobe_multi_addrs", unsupported)
@@ -231,8 +235,8 @@ def test_preload_verifies_what_start_would_load():
     obj = FakeObj()
     preload("kprobe-multi", obj, spec)
     assert obj.loaded == [("tp_kfree_skb", sysbpf.BPF_PROG_TYPE_RAW_TRACEPOINT, 0),
-                          ("tp_consume_skb", sysbpf.BPF_PROG_TYPE_RAW_TRACEPOINT, 0),
-                          ("kprobe_multi_skb", sysbpf.BPF_PROG_TYPE_KPROBE, sysbpf.BPF_TRACE_KPROBE_MULTI)]
+                          ("tp_consume_skb", sysbpf.BPF_PROG_TYPE_RAW_TRACEPOINT, 0)] + [
+        (p, sysbpf.BPF_PROG_TYPE_KPROBE, sysbpf.BPF_TRACE_KPROBE_MULTI) for p in kprobe_multi.PROGRAMS]
     obj = FakeObj()
     preload("kprobe", obj, spec)
     assert sorted(n for n, _t, _a in obj.loaded[2:]) == ["kprobe_free"] + [f"kprobe_skb_{i}" for i in range(1, 6)]

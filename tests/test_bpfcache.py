@@ -270,7 +270,7 @@ def test_the_shipped_programs_are_those_of_this_source():
         spec = program.build_spec(fields)
         image = prebuilt.load(bpfcache.key(spec.text, spec.cflags), fields)
         assert image is not None, f"{prebuilt.path(fields)} is not the compile of this source: run python3 -m ipft_web.prebuilt"
-        assert {"kprobe_multi_skb", "tp_kfree_skb", "tp_slot_0", f"tp_slot_{program.MAX_TP_SLOTS - 1}",
+        assert {"kprobe_skb_1", "kprobe_free", "tp_kfree_skb", "tp_slot_0", f"tp_slot_{program.MAX_TP_SLOTS - 1}",
                 "fentry_skb_1"} <= set(image.progs)
 
 

@@ -110,8 +110,8 @@ def test_auto_falls_back_when_a_backend_refuses_everything(netns, monkeypatch):
     assert any((j["tuple"] or {}).get("icmp_type") == 8 for j in out), out
 
 
-def test_kprobe_multi_one_program_for_every_position(netns):
-    """kprobe-multi (6.12 guest): one program, the skb's argument position in each function's cookie.
+def test_kprobe_multi_one_link_per_position(netns):
+    """kprobe-multi (6.12 guest): one program and one link per skb argument position.
     Functions with the skb in the 1st (ip_rcv, icmp_rcv, kfree_skbmem), 2nd (ip_finish_output2,
     __ip_local_out... per kernel) position all report the right packet."""
     from ipft_web.kernel import features
@@ -136,7 +136,7 @@ def test_kprobe_multi_one_program_for_every_position(netns):
     assert {h["kind"] for h in echo["hits"] if h["func"] in present} == {"kprobe-multi"}
     seen_pos = {kernel.function(f).pos for f in funcs if f in present}
     assert len(seen_pos) >= 2, (funcs, seen_pos)      # hits through functions of different positions
-    assert echo["end"] == "freed" and funcs[-1] == "kfree_skbmem", funcs   # the FREE cookie bit
+    assert echo["end"] == "freed" and funcs[-1] == "kfree_skbmem", funcs   # kprobe_free's link
 
 
 def test_a_duplicated_name_is_traced_at_each_address():

@@ -127,7 +127,7 @@ def preload(name: str, obj, spec) -> None:
     progs = [(TracepointBackend(obj, spec).program_for(s), sysbpf.BPF_PROG_TYPE_RAW_TRACEPOINT, 0)
              for s in (spec.kfree_skb_slot, spec.consume_skb_slot) if s is not None]
     if name == "kprobe-multi":
-        progs.append((kprobe_multi.PROGRAM, sysbpf.BPF_PROG_TYPE_KPROBE, sysbpf.BPF_TRACE_KPROBE_MULTI))
+        progs += [(p, sysbpf.BPF_PROG_TYPE_KPROBE, sysbpf.BPF_TRACE_KPROBE_MULTI) for p in kprobe_multi.PROGRAMS]
     elif name == "kprobe":
         progs += [(p, sysbpf.BPF_PROG_TYPE_KPROBE, 0) for p in kprobe.programs()]
     for prog, prog_type, attach_type in progs:
