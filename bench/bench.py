@@ -16,7 +16,8 @@ Measured per backend, for all skb functions (or -r):
   flood     a marked ping flood in a network namespace: packets sent, journeys seen, events lost
   overhead  TCP throughput over loopback in a namespace with the tracer attached, unmarked traffic,
             as a ratio of the throughput with no tracer, measured just before and just after
-            (iperf3 when installed, else a Python sender); --overhead-rounds N repeats it N times,
+            (iperf3 when installed, else a Python sender); --overhead-rounds N repeats it N times
+            (and with bpftool reads the kernel's count of ns per BPF program run meanwhile),
             interleaved with ipftrace2, and prints each ratio and the median
 Under emulation (virtme-ng --disable-kvm) compare ratios, not absolute times.
 """
@@ -263,14 +264,43 @@ def ipftrace2_attached(path: str, regex: str | None, backend: str):
     return p if p.poll() is None else None
 
 
+def prog_stats() -> dict:
+    """{program id: (name, run_time_ns, run_cnt)} of every loaded BPF program (bpftool; the counts
+    grow only while kernel.bpf_stats_enabled is 1), or {} without bpftool."""
+    import json
+    if not shutil.which("bpftool"):
+        return {}
+    out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True).stdout
+    try:
+        return {p["id"]: (p.get("name", ""), p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in json.loads(out)}
+    except (ValueError, KeyError, TypeError):
+        return {}
+
+
+def ns_per_run(before: dict, after: dict) -> tuple[float, int]:
+    """(mean ns per program run, runs) over the programs that ran between the two prog_stats()."""
+    runs = total = 0
+    for pid, (_name, ns, cnt) in after.items():
+        _n, ns0, cnt0 = before.get(pid, ("", 0, 0))
+        if cnt > cnt0:
+            runs += cnt - cnt0
+            total += ns - ns0
+    return (total / runs if runs else float("nan")), runs
+
+
 def overhead_rounds(backend: str, regex: str | None, seconds: float, rounds: int, ipft2: str | None) -> list[dict]:
     """Unmarked throughput with each tracer attached, against tracer-off runs on either side, in
     `rounds` interleaved rounds (off, ipft-web, off, ipftrace2, off; the order flips each round), so
-    that the guest's drift falls on both alike. One ratio per round and tool; the median is the figure."""
+    that the guest's drift falls on both alike. One ratio per round and tool; the median is the figure.
+    With bpftool, also the time the kernel counts in the tracer's BPF programs per run (per function
+    hit) during the tracer-on run (kernel.bpf_stats_enabled): the cost without the throughput's noise."""
     import statistics
+    stats_on = bool(shutil.which("bpftool")) and subprocess.run(
+        ["sysctl", "-q", "-w", "kernel.bpf_stats_enabled=1"], capture_output=True).returncode == 0
     tracer_cfg = TraceConfig(mark=MARK, regex=regex, backend=backend)
     tools = ["ipft-web"] + (["ipftrace2"] if ipft2 else [])
     ratios: dict[str, list[float]] = {t: [] for t in tools}
+    per_run: dict[str, list[float]] = {t: [] for t in tools}
     for r in range(rounds):
         order = tools if r % 2 == 0 else tools[::-1]
         before = baseline(seconds)
@@ -278,22 +308,32 @@ def overhead_rounds(backend: str, regex: str | None, seconds: float, rounds: int
             if tool == "ipft-web":
                 t = Tracer(tracer_cfg, lambda j: None)
                 t.start()
+                s0 = prog_stats() if stats_on else {}
                 on = baseline(seconds)
+                s1 = prog_stats() if stats_on else {}
                 t.stop()
             else:
                 p = ipftrace2_attached(ipft2, regex, backend)
                 if p is None:
                     continue
+                s0 = prog_stats() if stats_on else {}
                 on = baseline(seconds)
+                s1 = prog_stats() if stats_on else {}
                 p.send_signal(signal.SIGINT)
                 p.wait(timeout=3600)
             after = baseline(seconds)
             ratios[tool].append(on / ((before + after) / 2))
-            print(f"overhead round {r + 1} {tool} {backend}: off {before:.1f}, on {on:.1f}, off {after:.1f} MB/s",
-                  flush=True)
+            ns, runs = ns_per_run(s0, s1) if stats_on else (float("nan"), 0)
+            if runs:
+                per_run[tool].append(ns)
+            print(f"overhead round {r + 1} {tool} {backend}: off {before:.1f}, on {on:.1f}, off {after:.1f} MB/s"
+                  + (f"; BPF {ns:.0f} ns per run over {runs} runs" if runs else ""), flush=True)
             before = after
+    if stats_on:
+        subprocess.run(["sysctl", "-q", "-w", "kernel.bpf_stats_enabled=0"], capture_output=True)
     return [{"tool": f"{t} {backend}", "rounds": len(v), "ratios": " ".join(f"{x:.2f}" for x in v),
-             "median": f"{statistics.median(v):.2f}x" if v else ""} for t, v in ratios.items()]
+             "median": f"{statistics.median(v):.2f}x" if v else "",
+             "ns_per_run": f"{statistics.median(per_run[t]):.0f}" if per_run[t] else ""} for t, v in ratios.items()]
 
 
 def main() -> int:
@@ -366,10 +406,10 @@ def main() -> int:
                                      os.environ.get("IPFT2") if b != "tracepoint" else None)
         print()
         print("unmarked overhead, interleaved rounds (throughput with the tracer / without, on either side)")
-        print("tool | rounds | ratios | median")
-        print("--- | --- | --- | ---")
+        print("tool | rounds | ratios | median | BPF ns per run (median)")
+        print("--- | --- | --- | --- | ---")
         for row in table:
-            print(" | ".join(str(row[c]) for c in ("tool", "rounds", "ratios", "median")))
+            print(" | ".join(str(row[c]) for c in ("tool", "rounds", "ratios", "median", "ns_per_run")))
     return 0
 
 
