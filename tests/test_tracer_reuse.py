@@ -305,3 +305,16 @@ def test_an_explicit_kprobe_multi_is_attached_without_its_probe(monkeypatch):
     with pytest.raises(EnvError, match=r"backend kprobe-multi does not work on this kernel \(no CONFIG_FPROBE"):
         t.start()
     assert "kprobe-multi" in asked and not probe_fds()
+
+
+def test_an_explicit_kprobe_multi_where_the_kernel_has_none():
+    """-b kprobe-multi on a kernel without it (6.1 guest; the host): the attach fails, the probe
+    explains it, nothing is left attached."""
+    from ipft_web.errors import EnvError
+    from ipft_web.kernel import features
+    if features.have_kprobe_multi():
+        pytest.skip("this kernel has kprobe-multi")
+    t = Tracer(TraceConfig(mark=MARK, regex="^ip_rcv$", backend="kprobe-multi"), lambda j: None)
+    with pytest.raises(EnvError, match="backend kprobe-multi does not work on this kernel"):
+        t.start()
+    assert not probe_fds()
