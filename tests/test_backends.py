@@ -50,7 +50,7 @@ def links(monkeypatch, refuse=()):
 
     monkeypatch.setattr(kprobe_multi, "link_create_kprobe_multi_addrs", by_addrs)
     monkeypatch.setattr(kprobe_multi, "attach_kprobe_multi", by_names)
-    monkeypatch.setattr(kprobe_multi.os, "close", lambda fd: None)
+    monkeypatch.setattr(kprobe_multi, "close_many", lambda fds: None)
     return made
 
 
