@@ -21,9 +21,8 @@ import sys
 import zlib
 
 from . import logs, resources
-from .logs import get_logger
 
-log = get_logger(__name__)
+log = logs.get_logger(__name__)
 
 MAX_FILE = 16 << 20   # decompressed
 

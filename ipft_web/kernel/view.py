@@ -57,7 +57,7 @@ def read_snapshot(typedb, syms, catalog, key: str = "") -> snapshot_mod.Snapshot
         enum = {}
     vmlinux = getattr(typedb, "vmlinux", None)   # BTF only: DWARF has no type ids for fentry
     btf_ids, addresses = {}, {}
-    found = getattr(catalog, "type_ids", {})   # met while the catalog looked for skb functions
+    found = catalog.type_ids   # met while the catalog looked for skb functions
     for f in [*functions, *extra.values()]:
         if vmlinux is not None and not f.module:
             tid = found.get((f.name, None))
