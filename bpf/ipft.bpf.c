@@ -115,6 +115,8 @@ BPF_PERCPU_ARRAY(ipft_lost, u64, 1);
 BPF_RINGBUF_OUTPUT(ipft_events, IPFT_RINGBUF_PAGES);
 BPF_ARRAY(ipft_fields, struct ipft_field, IPFT_MAX_FIELDS);
 BPF_ARRAY(ipft_nfields, u32, 1);
+/* kfree_skbmem's address, for kprobe_multi_skb_1 (0: not in its link) */
+BPF_ARRAY(ipft_free_addr, u64, 1);
 
 static __always_inline void ipft_read_tuple(struct ipft_config *cfg, struct ipft_event *e, void *skb)
 {
@@ -231,9 +233,11 @@ static __always_inline void ipft_read_fields(struct ipft_config *cfg, struct ipf
 
 /* `func_ip`: `addr` is the probed function's address, asked of the kernel only once the packet is
  * known to be followed (for kprobes, bpf_get_func_ip() looks up the running kprobe and reads the
- * instruction before it: unmarked traffic should not pay that at every hit). */
+ * instruction before it: unmarked traffic should not pay that at every hit). `free_check`: the hit
+ * is kfree_skbmem's when that address is the one in ipft_free_addr (kprobe-multi links it with the
+ * position-1 functions: one link fewer, and only followed hits compare). */
 static __always_inline int ipft_hit_at(void *ctx, void *skb, u64 addr, u8 kind,
-                                       u64 location, u32 reason, int func_ip)
+                                       u64 location, u32 reason, int func_ip, int free_check)
 {
     u32 zero = 0;
     u32 mark = 0;
@@ -248,24 +252,29 @@ static __always_inline int ipft_hit_at(void *ctx, void *skb, u64 addr, u8 kind,
     u64 *ntracked = ipft_ntracked.lookup(&zero);
     if (!ntracked)
         return 0;
-    if ((mark & cfg->mask) != cfg->mark) {
-        /* Not (or no longer) marked: follow it only if it was marked before. */
-        if (*ntracked == 0 || !ipft_tracked.lookup(&key))
-            return 0;
-    } else if (kind != KIND_FREE && kind != KIND_DROP && kind != KIND_CONSUME) {
+    int marked = (mark & cfg->mask) == cfg->mark;
+    /* Not (or no longer) marked: follow it only if it was marked before. */
+    if (!marked && (*ntracked == 0 || !ipft_tracked.lookup(&key)))
+        return 0;
+    if (func_ip) {
+        addr = bpf_get_func_ip(ctx);
+        if (free_check) {
+            u64 *free_addr = ipft_free_addr.lookup(&zero);
+            if (free_addr && *free_addr == addr)
+                kind = KIND_FREE;
+        }
+    }
+    if (kind == KIND_FREE || kind == KIND_DROP || kind == KIND_CONSUME) {
+        if (ipft_tracked.delete(&key) == 0)
+            __sync_fetch_and_add(ntracked, -1);
+    } else if (marked) {
         u64 one = 1;
         /* counted before it is added, uncounted after it is gone: never below the real number */
         __sync_fetch_and_add(ntracked, 1);
         if (ipft_tracked.insert(&key, &one) != 0)      /* already followed */
             __sync_fetch_and_add(ntracked, -1);
     }
-    if (kind == KIND_FREE || kind == KIND_DROP || kind == KIND_CONSUME) {
-        if (ipft_tracked.delete(&key) == 0)
-            __sync_fetch_and_add(ntracked, -1);
-    }
 
-    if (func_ip)
-        addr = bpf_get_func_ip(ctx);
     struct ipft_event e = {};
     e.skb = key;
     e.ts = bpf_ktime_get_ns();
@@ -314,17 +323,33 @@ static __always_inline int ipft_hit_at(void *ctx, void *skb, u64 addr, u8 kind,
     return 0;
 }
 
-#define ipft_hit(ctx, skb, addr, kind, location, reason) ipft_hit_at(ctx, skb, addr, kind, location, reason, 0)
-#define ipft_hit_func(ctx, skb, kind) ipft_hit_at(ctx, skb, 0, kind, 0, 0, 1)
+#define ipft_hit(ctx, skb, addr, kind, location, reason) ipft_hit_at(ctx, skb, addr, kind, location, reason, 0, 0)
+#define ipft_hit_func(ctx, skb, kind) ipft_hit_at(ctx, skb, 0, kind, 0, 0, 1, 0)
 
-/* kprobe entries, one per position of the struct sk_buff * argument; kprobe-multi loads the same
- * ones, one link each (a cookie with the position cost a binary search per hit). */
+/* kprobe entries, one per position of the struct sk_buff * argument. */
 int kprobe_skb_1(struct pt_regs *ctx) { return ipft_hit_func(ctx, (void *)PT_REGS_PARM1(ctx), KIND_KPROBE); }
 int kprobe_skb_2(struct pt_regs *ctx) { return ipft_hit_func(ctx, (void *)PT_REGS_PARM2(ctx), KIND_KPROBE); }
 int kprobe_skb_3(struct pt_regs *ctx) { return ipft_hit_func(ctx, (void *)PT_REGS_PARM3(ctx), KIND_KPROBE); }
 int kprobe_skb_4(struct pt_regs *ctx) { return ipft_hit_func(ctx, (void *)PT_REGS_PARM4(ctx), KIND_KPROBE); }
 int kprobe_skb_5(struct pt_regs *ctx) { return ipft_hit_func(ctx, (void *)PT_REGS_PARM5(ctx), KIND_KPROBE); }
 int kprobe_free(struct pt_regs *ctx) { return ipft_hit_func(ctx, (void *)PT_REGS_PARM1(ctx), KIND_FREE); }
+
+/* kprobe-multi's links, four where one per position would be six (each link is an ftrace update to
+ * make and to undo): kprobe_skb_2 and _3 as they are; position 1 with kfree_skbmem; positions 4 and
+ * 5 together, the position in the link cookie. A cookie costs a binary search of the link's
+ * addresses at every hit: paid here only over the few functions of positions 4 and 5, which
+ * hardly run (13 of 970,000 hits in a TCP run). */
+int kprobe_multi_skb_1(struct pt_regs *ctx)
+{
+    return ipft_hit_at(ctx, (void *)PT_REGS_PARM1(ctx), 0, KIND_KPROBE, 0, 0, 1, 1);
+}
+
+int kprobe_multi_skb_45(struct pt_regs *ctx)
+{
+    u64 r4 = PT_REGS_PARM4(ctx);
+    u64 r5 = PT_REGS_PARM5(ctx);
+    return ipft_hit_func(ctx, (void *)(bpf_get_attach_cookie(ctx) == 5 ? r5 : r4), KIND_KPROBE);
+}
 
 /* A raw tracepoint's argument at a position known at run time: copied out with a probe read (a
  * direct load would count as reading the context that far, and the kernel refuses to attach a

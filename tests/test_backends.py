@@ -18,34 +18,50 @@ class Fn:
     module: str | None = None
 
 
+class FakeMap:
+    def __init__(self):
+        self.values = {}
+
+    def update(self, key, value):
+        self.values[key] = value
+
+
 class FakeObj:
     def __init__(self):
         self.loaded = []
+        self.maps = {}
 
     def prog_fd(self, name, prog_type, expected_attach_type=0):
         self.loaded.append((name, prog_type, expected_attach_type))
         return 100 + len(self.loaded)
 
+    def map(self, name):
+        return self.maps.setdefault(name, FakeMap())
+
+    def free_addr(self):
+        import struct
+        return struct.unpack("<Q", self.maps["ipft_free_addr"].values[struct.pack("<I", 0)])[0]
+
 
 ADDRS = {"ip_rcv": [0x1000], "add_grec": [0x2000, 0x3000], "kfree_skbmem": [0x4000], "bad": [0x5000],
-         "tcp_v4_rcv": [0x6000]}
+         "tcp_v4_rcv": [0x6000], "f4": [0x7000], "f5": [0x8000], "g4": [0x9000], "bad5": [0xA000]}
 
 
 def links(monkeypatch, refuse=()):
     made = []
 
     def by_addrs(prog_fd, addrs, cookies=None):
-        assert cookies is None, "one program per position: no cookie"
+        assert cookies is None or len(cookies) == len(addrs)
         if any(a in refuse for a in addrs):
             raise BPFError(2, "ENOENT (test)")
-        made.append(("addrs", list(addrs), prog_fd))
+        made.append(("addrs", list(addrs), prog_fd) + ((list(cookies),) if cookies is not None else ()))
         return 200 + len(made)
 
     def by_names(prog_fd, names, cookies=None):
-        assert cookies is None, "one program per position: no cookie"
+        assert cookies is None or len(cookies) == len(names)
         if any(n in refuse for n in names):
             raise BPFError(3, "ESRCH (test)")
-        made.append(("names", list(names), prog_fd))
+        made.append(("names", list(names), prog_fd) + ((list(cookies),) if cookies is not None else ()))
         return 200 + len(made)
 
     monkeypatch.setattr(kprobe_multi, "link_create_kprobe_multi_addrs", by_addrs)
@@ -60,14 +76,54 @@ def test_kprobe_multi_links_every_address_of_a_duplicated_name(monkeypatch):
     b = kprobe_multi.KprobeMultiBackend(obj, lambda n: ADDRS.get(n, []))
     res = b.attach([Fn("ip_rcv"), Fn("add_grec", duplicate=True), Fn("kfree_skbmem"), Fn("tcp_v4_rcv", pos=2)])
     assert res.failed == {} and res.attached == ["add_grec", "ip_rcv", "kfree_skbmem", "tcp_v4_rcv"]
-    # the kprobe programs of the positions there are, loaded for kprobe-multi: one link each
-    assert sorted(obj.loaded) == [("kprobe_free", 2, 42), ("kprobe_skb_1", 2, 42), ("kprobe_skb_2", 2, 42)]
+    # the programs of the links there are, loaded for kprobe-multi: kfree_skbmem goes with position 1
+    assert sorted(obj.loaded) == [("kprobe_multi_skb_1", 2, 42), ("kprobe_skb_2", 2, 42)]
     fd_of = {name: 100 + i for i, (name, _t, _a) in enumerate(obj.loaded, 1)}
     assert sorted((prog, kind, addrs) for kind, addrs, prog in made) == sorted([
-        (fd_of["kprobe_skb_1"], "addrs", [0x2000, 0x3000, 0x1000]), (fd_of["kprobe_free"], "addrs", [0x4000]),
+        (fd_of["kprobe_multi_skb_1"], "addrs", [0x2000, 0x3000, 0x1000, 0x4000]),
         (fd_of["kprobe_skb_2"], "addrs", [0x6000])])
+    assert obj.free_addr() == 0x4000, "the program tells kfree_skbmem's hits by this address"
     b.detach()
     assert b.links == []
+
+
+def test_kprobe_multi_makes_four_links_for_five_positions_and_the_free(monkeypatch):
+    """Positions 4 and 5 share a link, each function's position in its cookie; 2 and 3 have one each;
+    1 takes kfree_skbmem along. Without kfree_skbmem in the set, its address is 0: never a hit's."""
+    made = links(monkeypatch)
+    obj = FakeObj()
+    b = kprobe_multi.KprobeMultiBackend(obj, lambda n: ADDRS.get(n, []))
+    res = b.attach([Fn("ip_rcv"), Fn("tcp_v4_rcv", pos=2), Fn("bad", pos=3), Fn("f4", pos=4), Fn("f5", pos=5),
+                    Fn("g4", pos=4)])
+    assert not res.failed and len(res.attached) == 6
+    assert len(made) == len(b.links) == 4
+    fd_of = {name: 100 + i for i, (name, _t, _a) in enumerate(obj.loaded, 1)}
+    shared = [m for m in made if m[2] == fd_of["kprobe_multi_skb_45"]]
+    assert shared == [("addrs", [0x7000, 0x8000, 0x9000], fd_of["kprobe_multi_skb_45"], [4, 5, 4])]
+    assert all(len(m) == 3 for m in made if m[2] != fd_of["kprobe_multi_skb_45"]), "no cookie elsewhere"
+    assert obj.free_addr() == 0
+
+
+def test_kprobe_multi_splits_cookies_with_their_functions(monkeypatch):
+    made = links(monkeypatch, refuse={0xA000})
+    b = kprobe_multi.KprobeMultiBackend(FakeObj(), lambda n: ADDRS.get(n, []))
+    res = b.attach([Fn("f4", pos=4), Fn("bad5", pos=5), Fn("f5", pos=5), Fn("g4", pos=4)])
+    assert list(res.failed) == ["bad5"]
+    got = sorted((a, c) for m in made for a, c in zip(m[1], m[3]))
+    assert got == [(0x7000, 4), (0x8000, 5), (0x9000, 4)]
+
+
+def test_kprobe_multi_free_has_its_own_link_when_addresses_are_hidden(monkeypatch):
+    made = links(monkeypatch)
+    obj = FakeObj()
+    b = kprobe_multi.KprobeMultiBackend(obj, lambda n: [])
+    res = b.attach([Fn("ip_rcv"), Fn("kfree_skbmem"), Fn("f5", pos=5)])
+    assert res.attached == ["f5", "ip_rcv", "kfree_skbmem"]
+    fd_of = {name: 100 + i for i, (name, _t, _a) in enumerate(obj.loaded, 1)}
+    assert sorted(m[1:] for m in made) == sorted([
+        (["ip_rcv"], fd_of["kprobe_multi_skb_1"]), (["kfree_skbmem"], fd_of["kprobe_free"]),
+        (["f5"], fd_of["kprobe_multi_skb_45"], [5])])
+    assert obj.free_addr() == 0
 
 
 def test_kprobe_multi_isolates_an_address_the_kernel_refuses(monkeypatch):

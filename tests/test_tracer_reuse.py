@@ -110,8 +110,8 @@ def test_auto_falls_back_when_a_backend_refuses_everything(netns, monkeypatch):
     assert any((j["tuple"] or {}).get("icmp_type") == 8 for j in out), out
 
 
-def test_kprobe_multi_one_link_per_position(netns):
-    """kprobe-multi (6.12 guest): one program and one link per skb argument position.
+def test_kprobe_multi_links_by_position(netns):
+    """kprobe-multi (6.12 guest): a link per skb argument position, kfree_skbmem in position 1's.
     Functions with the skb in the 1st (ip_rcv, icmp_rcv, kfree_skbmem), 2nd (ip_finish_output2,
     __ip_local_out... per kernel) position all report the right packet."""
     from ipft_web.kernel import features
@@ -136,7 +136,47 @@ def test_kprobe_multi_one_link_per_position(netns):
     assert {h["kind"] for h in echo["hits"] if h["func"] in present} == {"kprobe-multi"}
     seen_pos = {kernel.function(f).pos for f in funcs if f in present}
     assert len(seen_pos) >= 2, (funcs, seen_pos)      # hits through functions of different positions
-    assert echo["end"] == "freed" and funcs[-1] == "kfree_skbmem", funcs   # kprobe_free's link
+    assert echo["end"] == "freed" and funcs[-1] == "kfree_skbmem", funcs   # told apart in position 1's link
+
+
+def test_kprobe_multi_positions_4_and_5_share_a_link_by_cookie(netns):
+    """kprobe-multi (6.12 guest): tcp_conn_request(rsk_ops, af_ops, sk, skb) has the skb 4th; its
+    link, shared with position 5, gives the position in the cookie. A marked SYN to a listener shows
+    it between tcp_v4_rcv and the free, and kfree_skbmem ends the journey as a free."""
+    import sys
+
+    from ipft_web.kernel import features
+    from ipft_web.kernel.view import KernelView
+    if not features.have_kprobe_multi():
+        pytest.skip("no kprobe-multi on this kernel")
+    kernel = KernelView.load()
+    fn = kernel.function("tcp_conn_request")
+    if fn is None or fn.pos != 4:
+        pytest.skip(f"tcp_conn_request is not a position-4 skb function here: {fn}")
+    five = [f.name for f in kernel.skb_functions() if f.pos == 5][:5]   # in the link, whether they run or not
+    ns = netns("kmulti45")
+    ns.iptables("-t", "raw", "-A", "OUTPUT", "-p", "tcp", "--syn", "-j", "MARK", "--set-mark", hex(MARK))
+    out = []
+    regex = "^(" + "|".join(["tcp_v4_rcv", "tcp_conn_request", "kfree_skbmem"] + five) + ")$"
+    t = Tracer(TraceConfig(mark=MARK, regex=regex, idle_timeout=0.5, backend="kprobe-multi"), out.append)
+    t.start()
+    try:
+        # position 1 with kfree_skbmem, and 4 with 5 (a refused function splits a link)
+        assert len(t.backend.links) == 2 or t.stats()["failed"], t.stats()
+        code = ("import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); s.listen();"
+                "c=socket.create_connection(s.getsockname()); a,_=s.accept(); c.close(); a.close()")
+        ns.run(sys.executable, "-c", code)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+                "tcp_conn_request" in [h["func"] for h in j["hits"]] for j in out):
+            t.poll(100)
+    finally:
+        t.stop()
+    syn = next((j for j in out if "tcp_conn_request" in [h["func"] for h in j["hits"]]), None)
+    assert syn is not None, out
+    funcs = [h["func"] for h in syn["hits"]]
+    assert funcs.index("tcp_v4_rcv") < funcs.index("tcp_conn_request"), funcs
+    assert syn["end"] == "freed" and funcs[-1] == "kfree_skbmem", funcs
 
 
 def test_a_duplicated_name_is_traced_at_each_address():
