@@ -75,6 +75,10 @@ struct ipft_config {
     u32 kfree_slot;           /* the slots events of skb:kfree_skb / skb:consume_skb carry */
     u32 consume_slot;
     u8 tp_arg[IPFT_MAX_TP_SLOTS];   /* the skb's argument position of each tracepoint slot */
+    /* At least the number of skbs in ipft_tracked (LRU evictions only leave it higher): while it is
+     * 0, an unmarked skb is not looked up at all, which is every hit of unmarked traffic. Kept here,
+     * not in a map of its own, so that an unmarked hit looks up one map, not two. 0 when written. */
+    u64 ntracked;
 };
 
 struct ipft_event {
@@ -108,9 +112,6 @@ struct ipft_event {
 
 BPF_ARRAY(ipft_config, struct ipft_config, 1);
 BPF_TABLE("lru_hash", u64, u64, ipft_tracked, 65536);
-/* At least the number of skbs in ipft_tracked (LRU evictions only leave it higher): while it is 0,
- * an unmarked skb is not looked up at all, which is every hit of unmarked traffic. */
-BPF_ARRAY(ipft_ntracked, u64, 1);
 BPF_PERCPU_ARRAY(ipft_lost, u64, 1);
 BPF_RINGBUF_OUTPUT(ipft_events, IPFT_RINGBUF_PAGES);
 BPF_ARRAY(ipft_fields, struct ipft_field, IPFT_MAX_FIELDS);
@@ -249,9 +250,7 @@ static __always_inline int ipft_hit_at(void *ctx, void *skb, u64 addr, u8 kind,
     if (!cfg)
         return 0;
     bpf_probe_read_kernel(&mark, sizeof(mark), skb + OFF_SKB_MARK);
-    u64 *ntracked = ipft_ntracked.lookup(&zero);
-    if (!ntracked)
-        return 0;
+    u64 *ntracked = &cfg->ntracked;
     int marked = (mark & cfg->mask) == cfg->mark;
     /* Not (or no longer) marked: follow it only if it was marked before. */
     if (!marked && (*ntracked == 0 || !ipft_tracked.lookup(&key)))

@@ -107,7 +107,8 @@ def with_slots(spec: ProgramSpec, tracepoints: list[Tracepoint]) -> ProgramSpec:
     return out
 
 
-CONFIG = struct.Struct(f"<II{len(FIELDS)}IiiII{MAX_TP_SLOTS}B")
+# ... then 4 bytes of padding and ntracked (u64, 0 when written: the program counts followed skbs in it)
+CONFIG = struct.Struct(f"<II{len(FIELDS)}IiiII{MAX_TP_SLOTS}B4xQ")
 
 
 def config_value(mark: int, mask: int, field_offsets: dict[str, int], spec: ProgramSpec,
@@ -125,7 +126,7 @@ def config_value(mark: int, mask: int, field_offsets: dict[str, int], spec: Prog
                        -1 if args.get("location") is None else int(args["location"]),
                        -1 if args.get("reason") is None else int(args["reason"]),
                        none if spec.kfree_skb_slot is None else spec.kfree_skb_slot,
-                       none if spec.consume_skb_slot is None else spec.consume_skb_slot, *tp_arg)
+                       none if spec.consume_skb_slot is None else spec.consume_skb_slot, *tp_arg, 0)
 
 
 def raise_limits(probes: int) -> None:
@@ -212,6 +213,12 @@ def set_filter(prog: "Compiled", mark: int, mask: int) -> None:
     table.update(ZERO_KEY, config_value(mark, mask, prog.offsets, prog.spec, prog.kfree_skb_args))
 
 
+def followed_count(obj: BPFObject) -> int:
+    """ipft_config.ntracked: never below the number of skbs in ipft_tracked."""
+    value = obj.map("ipft_config").lookup(ZERO_KEY)
+    return struct.unpack_from("<Q", value, CONFIG.size - 8)[0] if value is not None else 0
+
+
 def lost_events(obj: BPFObject) -> int:
     """Events the ring buffer could not take, summed over CPUs."""
     return int(sum(obj.map("ipft_lost").percpu_u64(ZERO_KEY)))
@@ -255,7 +262,10 @@ class Compiled:
         self.reader.consume(self._dispatch)
         self.sink = None
         self.obj.map("ipft_tracked").clear()
-        self.obj.map("ipft_ntracked").update(ZERO_KEY, struct.pack("<Q", 0))
+        config = self.obj.map("ipft_config")
+        value = config.lookup(ZERO_KEY)
+        if value is not None:   # ipft_config.ntracked back to 0 with the skbs it counted
+            config.update(ZERO_KEY, bytes(value[:-8]) + bytes(8))
         self.in_use = False
 
 

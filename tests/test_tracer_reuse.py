@@ -207,10 +207,8 @@ def test_a_duplicated_name_is_traced_at_each_address():
 
 
 def test_followed_skb_count_never_below_the_followed_skbs(netns):
-    """ipft_ntracked (bpf/ipft.bpf.c) lets unmarked traffic skip the hash lookup while it is 0, so
+    """ipft_config.ntracked (bpf/ipft.bpf.c) lets unmarked traffic skip the hash lookup while it is 0, so
     it must never be below the number of skbs in ipft_tracked; and a session leaves both at 0."""
-    import struct
-
     from ipft_web.kernel import sysbpf
     ns = netns("ntracked")
     ns.iptables("-t", "raw", "-A", "OUTPUT", "-p", "icmp", "-j", "MARK", "--set-mark", hex(MARK))
@@ -219,11 +217,9 @@ def test_followed_skb_count_never_below_the_followed_skbs(netns):
                out.append)
     t.start()
     obj = t.program.obj
-    zero = struct.pack("<I", 0)
 
     def state():
-        count = struct.unpack("<Q", obj.map("ipft_ntracked").lookup(zero))[0]
-        return count, len(sysbpf.map_keys(obj.map_fds["ipft_tracked"], 8))
+        return program.followed_count(obj), len(sysbpf.map_keys(obj.map_fds["ipft_tracked"], 8))
 
     try:
         ns.ping("127.0.0.1", count=3)
