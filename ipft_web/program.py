@@ -109,6 +109,7 @@ def with_slots(spec: ProgramSpec, tracepoints: list[Tracepoint]) -> ProgramSpec:
 
 # ... then 4 bytes of padding and ntracked (u64, 0 when written: the program counts followed skbs in it)
 CONFIG = struct.Struct(f"<II{len(FIELDS)}IiiII{MAX_TP_SLOTS}B4xQ")
+NTRACKED_AT = CONFIG.size - 8   # ipft_config.ntracked, the last member (u64)
 
 
 def config_value(mark: int, mask: int, field_offsets: dict[str, int], spec: ProgramSpec,
@@ -216,7 +217,7 @@ def set_filter(prog: "Compiled", mark: int, mask: int) -> None:
 def followed_count(obj: BPFObject) -> int:
     """ipft_config.ntracked: never below the number of skbs in ipft_tracked."""
     value = obj.map("ipft_config").lookup(ZERO_KEY)
-    return struct.unpack_from("<Q", value, CONFIG.size - 8)[0] if value is not None else 0
+    return struct.unpack_from("<Q", value, NTRACKED_AT)[0] if value is not None else 0
 
 
 def lost_events(obj: BPFObject) -> int:
@@ -265,7 +266,7 @@ class Compiled:
         config = self.obj.map("ipft_config")
         value = config.lookup(ZERO_KEY)
         if value is not None:   # ipft_config.ntracked back to 0 with the skbs it counted
-            config.update(ZERO_KEY, bytes(value[:-8]) + bytes(8))
+            config.update(ZERO_KEY, bytes(value[:NTRACKED_AT]) + bytes(8))
         self.in_use = False
 
 

@@ -29,6 +29,7 @@ import time
 from ..errors import EnvError
 from ..kernel.kprobe_multi import attach_kprobe_multi
 from ..kernel.sysbpf import BPF_PROG_TYPE_KPROBE, BPF_TRACE_KPROBE_MULTI, BPFError, link_create_kprobe_multi_addrs
+from ..program import ZERO_KEY
 from . import AttachResult, close_many, parallel_map
 from .kprobe import FREE_FUNC
 
@@ -39,7 +40,6 @@ LINK_OF = {1: "kprobe_multi_skb_1", 2: "kprobe_skb_2", 3: "kprobe_skb_3",
            4: "kprobe_multi_skb_45", 5: "kprobe_multi_skb_45"}
 COOKIES = {"kprobe_multi_skb_45"}       # programs that read the position from the cookie
 PROGRAMS = sorted(set(LINK_OF.values()))   # what a session loads (backends.preload verifies them ahead)
-ZERO_KEY = struct.pack("<I", 0)
 
 
 class KprobeMultiBackend:
