@@ -23,6 +23,7 @@ def once() -> dict:
         steps[name] = (time.perf_counter() - w, time.process_time() - c)
         return out
 
+    btf._RUNNING.clear()   # the process keeps the running kernel's base BTF: parse it again
     db = step("btf (vmlinux + modules)", lambda: btf.load_kernel_btf(modules=True))
     syms = step("kallsyms", kallsyms.load)
     cat = step("catalog: Catalog()", lambda: catalog.Catalog(db, syms))

@@ -450,3 +450,61 @@ def test_elf_without_btf_and_missing_files(tmp_path):
         read_btf(tmp_path / "missing")
     with pytest.raises(EnvError, match="CONFIG_DEBUG_INFO_BTF"):
         load_kernel_btf(root=tmp_path)
+
+
+def _blob(words, strings: bytes) -> bytes:
+    types = struct.pack(f"<{len(words)}I", *words)
+    return struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings)) + types + strings
+
+
+def _skb_btfs() -> tuple[Btf, Btf]:
+    """A base with struct sk_buff behind const, a typedef and pointers, functions taking it at
+    several positions (and a word equal to the pointer's id where no param is), and a split BTF on
+    it whose prototypes take the base's pointer and a const pointer of its own."""
+    names = ("int", "sk_buff", "skbt", "f1", "f2", "f3", "g", "x", "len", "btf_trace_t", "m1", "m2", "other")
+    strings = b"\0" + b"\0".join(n.encode() for n in names) + b"\0"
+    off = {n: strings.index(b"\0" + n.encode() + b"\0") + 1 for n in names}
+    w = []
+    w += [off["int"], 1 << 24, 4, (1 << 24) | 32]                    # [1] INT int
+    w += [off["sk_buff"], 4 << 24 | 1, 8, off["len"], 1, 0]          # [2] STRUCT sk_buff { int len; }
+    w += [0, 10 << 24, 2]                                            # [3] CONST -> 2
+    w += [0, 2 << 24, 3]                                             # [4] PTR -> const sk_buff
+    w += [off["skbt"], 8 << 24, 2]                                   # [5] TYPEDEF skbt -> sk_buff
+    w += [0, 2 << 24, 5]                                             # [6] PTR -> skbt
+    w += [0, (13 << 24) | 2, 1, off["x"], 1, off["x"], 4]            # [7] PROTO (int, const sk_buff *)
+    w += [off["f1"], 12 << 24, 7]                                    # [8] FUNC f1: pos 2
+    w += [0, (13 << 24) | 1, 1, off["x"], 6]                         # [9] PROTO (skbt *)
+    w += [off["f2"], 12 << 24, 9]                                    # [10] FUNC f2: pos 1
+    w += [off["other"], 4 << 24 | 1, 4, off["x"], 1, 4]              # [11] STRUCT other (bit offset 4 = the ptr id)
+    w += [0, (13 << 24) | 1, 4, off["x"], 1]                         # [12] PROTO (int) -> "size" 4
+    w += [off["g"], 12 << 24, 12]                                    # [13] FUNC g: none
+    w += [0, 2 << 24, 14 + 1]                                        # [14] PTR -> 15
+    w += [0, (13 << 24) | 2, 1, 0, 14, off["x"], 6]                  # [15] PROTO (void *, skbt *)
+    w += [off["btf_trace_t"], 8 << 24, 14]                           # [16] TYPEDEF btf_trace_t -> ptr -> proto
+    w += [off["f3"], 12 << 24, 15]                                   # [17] FUNC f3: pos 2
+    base = Btf(_blob(w, strings))
+    mstrings = b"\0m1\0m2\0"
+    m = {"m1": len(strings) + 1, "m2": len(strings) + 4}
+    n = base.next_id                                                 # 18
+    mw = []
+    mw += [0, (13 << 24) | 1, 1, off["x"], 4]                        # [18] PROTO (const sk_buff *) of the base's ptr
+    mw += [m["m1"], 12 << 24, n]                                     # [19] FUNC m1: pos 1
+    mw += [0, 10 << 24, 4]                                           # [20] CONST -> base ptr 4
+    mw += [m["m2"], 12 << 24, 7]                                     # [21] FUNC m2 of the base's proto 7: pos 2
+    mw += [0, (13 << 24) | 3, 1, off["x"], 1, off["x"], 1, off["x"], n + 2]   # [22] PROTO (int, int, const ptr)
+    mw += [off["f1"], 12 << 24, n + 4]                               # [23] FUNC f1 (again, module's): pos 3
+    return base, Btf(_blob(mw, mstrings), base=base, module="mod")
+
+
+def test_skb_functions_found_by_columns_match_the_type_walk():
+    from ipft_web.kernel.typedb import TypeGraph
+    base, mod = _skb_btfs()
+    for b in (base, mod):
+        ids_fast, ids_slow = {}, {}
+        fast = list(b.functions_with_struct_ptr("sk_buff", ids_fast))
+        slow = list(TypeGraph.functions_with_struct_ptr(b, "sk_buff", ids_slow))
+        assert fast == slow and ids_fast == ids_slow
+    assert list(base.functions_with_struct_ptr("sk_buff")) == [("f1", None, 2), ("f2", None, 1), ("f3", None, 2)]
+    assert list(mod.functions_with_struct_ptr("sk_buff")) == [("m1", "mod", 1), ("m2", "mod", 2), ("f1", "mod", 3)]
+    assert list(base.typedefs_with_struct_ptr("btf_trace_", "sk_buff")) == [("btf_trace_t", 0)]
+    assert list(base.functions_with_struct_ptr("other")) == []

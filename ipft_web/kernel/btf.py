@@ -6,16 +6,18 @@ asked for. Split BTF (modules) continues the base's type ids and string offsets.
 """
 from __future__ import annotations
 
+import bisect
 import os
 import struct
 import sys
 from array import array
+from itertools import compress, count
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EnvError
 from ..logs import get_logger
-from .typedb import MultiTypeDB, TypeGraph
+from .typedb import MAX_CHAIN, MultiTypeDB, TypeGraph
 
 log = get_logger(__name__)
 
@@ -295,41 +297,152 @@ class Btf(TypeGraph):
             pos = kinds.find(K_FUNC, pos + 1)
 
     # -- fast path for the catalog -------------------------------------------------------------
+    def _proto_words(self, tid: int):
+        """(words, index of the record) of FUNC_PROTO `tid` (own or base), or None for another kind."""
+        if self._kcode(tid) != K_FUNC_PROTO:
+            return None
+        btf, i = self._at(tid)
+        return btf.words, i
+
+    def _kind_rows(self, codes) -> tuple[list[int], list[int]]:
+        """(own type ids of these kind codes, the word index of each record), in id order: one
+        pass over the kinds at C speed."""
+        table = bytearray(256)
+        for code in codes:
+            table[code] = 1
+        mask = self.kinds.translate(table)
+        return list(compress(count(self.start_id), mask)), list(compress(self.offs, mask))
+
+    def _words_at(self, rows: list[int], word: int) -> list[int]:
+        """Word `word` (0: name, 2: type or size) of each of these records."""
+        return list(map(self.words.__getitem__, map(word.__add__, rows) if word else rows))
+
+    def _closure(self, seeds: set[int], ids: list[int], refs: list[int]) -> set[int]:
+        """`seeds` and every id whose ref is in the result (ids[i] refers to refs[i]), followed at
+        most MAX_CHAIN deep."""
+        found = set(seeds)
+        for _ in range(MAX_CHAIN):
+            more = set(compress(ids, map(found.__contains__, refs))) - found
+            if not more:
+                break
+            found |= more
+        return found
+
+    def _name_offsets(self, name: str) -> frozenset:
+        """The string offsets (own and base) at which `name` is spelled."""
+        found = set(self.base._name_offsets(name)) if self.base is not None else set()
+        s, want = self.strings, b"\0" + name.encode() + b"\0"
+        p = s.find(want)
+        while p >= 0:
+            found.add(self.str_base + p + 1)
+            p = s.find(want, p + 1)
+        return frozenset(found)
+
+    def _struct_ptr_index(self, struct_name: str) -> tuple[frozenset, frozenset, dict]:
+        """(ids that are struct/union/fwd `struct_name` behind qualifiers and typedefs, ids that are
+        pointers to it likewise, {FUNC_PROTO id: 0-based index of its first such param}): this
+        BTF's and its base's, made once per BTF. Found with whole-column passes rather than a walk
+        of every function: the pointer ids are looked for in the type section (bytes.find) and each
+        place they stand is checked to be a prototype's param."""
+        memo = self.__dict__.setdefault("_struct_ptr_memo", {})
+        found = memo.get(struct_name)
+        if found is not None:
+            return found
+        base_t, base_s, base_protos = (self.base._struct_ptr_index(struct_name) if self.base is not None
+                                       else (frozenset(), frozenset(), {}))
+        try:
+            quals, qrows = self._kind_rows(tuple(_SKIP))
+            qrefs = self._words_at(qrows, 2)
+            named, nrows = self._kind_rows((K_STRUCT, K_UNION, K_FWD))
+            offsets = self._name_offsets(struct_name)
+            named = compress(named, map(offsets.__contains__, self._words_at(nrows, 0)))
+            structs = self._closure(set(base_t) | set(named), quals, qrefs)
+            ptrs, prows = self._kind_rows((K_PTR,))
+            pointers = set(compress(ptrs, map(structs.__contains__, self._words_at(prows, 2))))
+            pointers = self._closure(pointers | set(base_s), quals, qrefs)
+            protos = dict(base_protos)
+            w, offs, kinds, start = self.words, self.offs, self.kinds, self.start_id
+            data = self.__dict__.get("_word_bytes")
+            if data is None:
+                data = self._word_bytes = w.tobytes()
+            for t in pointers:   # the base's too: our prototypes may take its pointer types
+                needle = t.to_bytes(4, sys.byteorder)
+                b = data.find(needle)
+                while b >= 0:
+                    if not b & 3:
+                        q = b >> 2
+                        r = bisect.bisect_right(offs, q) - 1
+                        if r >= 0 and kinds[r] == K_FUNC_PROTO:
+                            rel = q - offs[r] - 4
+                            k = rel >> 1
+                            if rel >= 0 and not rel & 1 and k < (w[offs[r] + 1] & 0xFFFF) and \
+                                    k < protos.get(start + r, k + 1):
+                                protos[start + r] = k
+                    b = data.find(needle, b + 1)
+        except (IndexError, ValueError, OverflowError) as exc:
+            raise BtfError(f"{self.origin}: malformed BTF ({exc})") from None
+        found = memo[struct_name] = (frozenset(structs), frozenset(pointers), protos)
+        return found
+
+    def _is_ptr_to(self, tid: int, struct_name: str) -> bool:
+        return tid in self._struct_ptr_index(struct_name)[1]
+
+    def _own_name(self, name_off: int) -> str:
+        off = name_off - self.str_base
+        s = self.strings
+        if 0 <= off < len(s):
+            return s[off:s.find(b"\0", off)].decode("utf-8", "replace")
+        return self._str(name_off)
+
     def functions_with_struct_ptr(self, struct_name: str, ids: dict | None = None):
         """(function, module, 1-based position of the first `struct <struct_name> *` param); `ids`
-        as in TypeGraph.functions_with_struct_ptr."""
-        w, offs, kinds, start = self.words, self.offs, self.kinds, self.start_id
-        memo: dict[int, bool] = {0: False}
-        ptr_target = self.struct_ptr_target
-        own = self.str_base
-        s = self.strings
-        pos = kinds.find(K_FUNC)
+        as in TypeGraph.functions_with_struct_ptr. Every function's prototype is taken in one pass
+        at C speed and looked up in the prototypes that have such a param (_struct_ptr_index)."""
+        protos = self._struct_ptr_index(struct_name)[2]
+        funcs, rows = self._kind_rows((K_FUNC,))
+        types = self._words_at(rows, 2)
+        module, name_of = self.module, self._own_name
+        for tid, row, proto in compress(zip(funcs, rows, types), map(protos.__contains__, types)):
+            name = name_of(self.words[row])
+            if ids is not None:
+                ids.setdefault((name, module), tid)
+            yield name, module, protos[proto] + 1
+
+    def typedefs_with_struct_ptr(self, prefix: str, struct_name: str):
+        """(typedef name, 0-based index among the params after the first) for each typedef named
+        prefix* of a function (pointer) type with a `struct <struct_name> *` param after its first
+        (the raw tracepoints' btf_trace_<name>); what the catalog asks of typedef_func_params(), on
+        kind codes."""
+        w, offs, start = self.words, self.offs, self.start_id
+        pointers = self._struct_ptr_index(struct_name)[1]
+        kcode, ref, skip = self._kcode, self._ref, _SKIP
+        want = prefix.encode()
+        s, own = self.strings, self.str_base
+        find = self.kinds.find
+        pos = find(K_TYPEDEF)
         while pos >= 0:
             i = offs[pos]
-            proto = w[i + 2]
-            if self._kcode(proto) != K_FUNC_PROTO:
-                pos = kinds.find(K_FUNC, pos + 1)
-                continue
-            if proto >= start:
-                pw, p = w, offs[proto - start]
-            else:
-                btf, p = self._at(proto)
-                pw = btf.words
-            vlen = pw[p + 1] & 0xFFFF
-            for k in range(vlen):
-                t = pw[p + 4 + 2 * k]
-                hit = memo.get(t)
-                if hit is None:
-                    hit = memo[t] = ptr_target(t) == struct_name
-                if hit:
-                    off = w[i] - own
-                    name = s[off:s.find(b"\0", off)].decode("utf-8", "replace") if 0 <= off < len(s) \
-                        else self._str(w[i])
-                    if ids is not None:
-                        ids.setdefault((name, self.module), start + pos)
-                    yield name, self.module, k + 1
-                    break
-            pos = kinds.find(K_FUNC, pos + 1)
+            off = w[i] - own
+            if (s.startswith(want, off) if 0 <= off < len(s) else self._str(w[i]).startswith(prefix)):
+                tid = w[i + 2]
+                for hop in range(2):   # typedef -> [ptr ->] func_proto, qualifiers looked through
+                    code = kcode(tid) if tid else 0
+                    for _ in range(MAX_CHAIN):
+                        if code not in skip:
+                            break
+                        tid = ref(tid)
+                        code = kcode(tid) if tid else 0
+                    if code != K_PTR or hop:
+                        break
+                    tid = ref(tid)
+                at = self._proto_words(tid) if tid else None
+                if at is not None:
+                    pw, p = at
+                    types = pw[p + 6:p + 3 + 2 * (pw[p + 1] & 0xFFFF):2]   # the params after the first
+                    k = next(compress(count(), map(pointers.__contains__, types)), -1)
+                    if k >= 0:
+                        yield self._own_name(w[i]), k
+            pos = find(K_TYPEDEF, pos + 1)
 
     # -- inspection ----------------------------------------------------------------------------
     def type(self, tid: int) -> BtfType:

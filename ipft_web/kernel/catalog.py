@@ -156,17 +156,12 @@ class Catalog:
         """Raw tracepoints whose btf_trace_<name> prototype has a struct sk_buff * param."""
         if self._tps is None:
             groups = self._event_groups()
-            out = []
-            for typedef in _typedef_names(self.typedb, TP_PREFIX):
+            out, seen = [], set()
+            for typedef, i in _struct_ptr_typedefs(self.typedb, TP_PREFIX, STRUCT):
                 name = typedef[len(TP_PREFIX):]
-                try:
-                    params = self.typedb.typedef_func_params(typedef)
-                except KeyError:
-                    continue
-                for i, p in enumerate(params[1:]):
-                    if p.struct_ptr == STRUCT:
-                        out.append(SkbTracepoint(name, groups.get(name) or KNOWN_GROUPS.get(name), i))
-                        break
+                if name not in seen:   # the first type info that has it (vmlinux, then modules)
+                    seen.add(name)
+                    out.append(SkbTracepoint(name, groups.get(name) or KNOWN_GROUPS.get(name), i))
             out.sort(key=lambda t: t.label)
             self._tps = out
         return self._tps
@@ -232,6 +227,20 @@ def _struct_ptr_functions(typedb, struct: str, ids: dict):
                 break
 
 
-def _typedef_names(typedb, prefix: str) -> list[str]:
+def _struct_ptr_typedefs(typedb, prefix: str, struct: str):
+    """(typedef, index of the param after the first that points to `struct`) for the typedefs
+    named prefix* of a function type (raw tracepoints' btf_trace_<name>)."""
+    fast = getattr(typedb, "typedefs_with_struct_ptr", None)
+    if fast is not None:
+        yield from fast(prefix, struct)
+        return
     names = getattr(typedb, "typedef_names", None)
-    return names(prefix) if names is not None else []
+    for typedef in (names(prefix) if names is not None else []):
+        try:
+            params = typedb.typedef_func_params(typedef)
+        except KeyError:
+            continue
+        for i, p in enumerate((params or ())[1:]):
+            if p.struct_ptr == struct:
+                yield typedef, i
+                break

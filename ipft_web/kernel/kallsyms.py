@@ -12,6 +12,8 @@ import errno
 import os
 import re
 import threading
+from itertools import compress
+from operator import itemgetter
 
 KALLSYMS = "/proc/kallsyms"
 TRACING_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
@@ -26,6 +28,7 @@ _ENTRY = re.compile(r"^([0-9a-fA-F]+) [tT] ([^\t\n]+)(?:\t\[([^\]\n]+)\])?", re.
 
 
 CHUNK = 1 << 18
+_NAME = itemgetter(1)
 
 # -- reading ahead ---------------------------------------------------------------------------------
 # The kernel writes kallsyms and ftrace's lists as they are read: seconds under emulation, spent in
@@ -145,10 +148,14 @@ class Kallsyms:
             return {}
         wanted = set(names)
         found: dict[str, list[tuple[int, str]]] = {}
-        for hexaddr, name, mod in self._entries:
-            if name in wanted:
-                found.setdefault(name, []).append((int(hexaddr, 16), mod))
+        for hexaddr, name, mod in self._having(wanted):
+            found.setdefault(name, []).append((int(hexaddr, 16), mod))
         return found
+
+    def _having(self, names: set):
+        """The entries (hex address, name, module) of these names, in listing order; the others are
+        passed over at C speed."""
+        return compress(self._entries, map(names.__contains__, map(_NAME, self._entries)))
 
     @classmethod
     def parse(cls, text: str) -> "Kallsyms":
@@ -188,9 +195,8 @@ class Kallsyms:
         if name in self._dups:
             if self._dup_addrs is None:
                 found: dict[str, list[int]] = {n: [] for n in self._dups}
-                for hexaddr, n, _m in self._entries:
-                    if n in found:
-                        found[n].append(int(hexaddr, 16))
+                for hexaddr, n, _m in self._having(self._dups):
+                    found[n].append(int(hexaddr, 16))
                 self._dup_addrs = found
             return list(self._dup_addrs[name])
         return [int(self._first_hex[name], 16)]

@@ -413,6 +413,10 @@ class MultiTypeDB:
         for db in self._dbs():
             yield from db.functions_with_struct_ptr(struct_name, ids)
 
+    def typedefs_with_struct_ptr(self, prefix: str, struct_name: str):
+        for db in self._dbs():
+            yield from db.typedefs_with_struct_ptr(prefix, struct_name)
+
     def func_params(self, func_name: str) -> tuple[Param, ...]:
         return self._first("func_params", func_name)
 
