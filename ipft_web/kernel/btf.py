@@ -32,6 +32,11 @@ K_INT, K_PTR, K_ARRAY, K_STRUCT, K_UNION, K_ENUM, K_FWD, K_TYPEDEF, K_VOLATILE, 
 # Words after the 3-word header: fixed part, and per vlen item.
 _FIXED = (0, 1, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 0)
 _PER_ITEM = (0, 0, 0, 0, 3, 3, 2, 0, 0, 0, 0, 0, 0, 2, 0, 3, 0, 0, 0, 3)
+# By the top byte of a type's info word (kind_flag, 2 unused bits, the kind): the words a
+# record takes before its items (None: not a kind), per item, and the kind itself.
+_STEP = tuple(3 + _FIXED[t & 0x1F] if 0 < t & 0x1F <= 19 else None for t in range(256))
+_PER_TOP = tuple(_PER_ITEM[t & 0x1F] if 0 < t & 0x1F <= 19 else 0 for t in range(256))
+_KIND_OF_TOP = bytes(t & 0x1F for t in range(256))
 _GROUPS = {"struct": (K_STRUCT, K_UNION, K_FWD), "enum": (K_ENUM, K_ENUM64), "typedef": (K_TYPEDEF,),
            "func": (K_FUNC,)}
 _SKIP = frozenset((K_TYPEDEF, K_VOLATILE, K_CONST, K_RESTRICT, K_TYPE_TAG))
@@ -117,23 +122,28 @@ class Btf(TypeGraph):
             self.start_id = self.base.next_id
             self.str_base = self.base.str_base + len(self.base.strings)
         # One pass: where each type starts and its kind.
+        # (The loop is most of a first start's BTF time: each record costs as few operations as
+        # can be. Tables are indexed by the info word's top byte, kind_flag included; an unknown
+        # kind's step is None, which stops the loop with a TypeError.)
         offs = array("I")
-        kinds = bytearray()
-        add_off, add_kind = offs.append, kinds.append
-        fixed, per = _FIXED, _PER_ITEM
+        tops = bytearray()
+        add_off, add_top = offs.append, tops.append
+        step, per = _STEP, _PER_TOP
         i, n = 0, len(words)
-        while i < n:
-            info = words[i + 1]
-            kind = (info >> 24) & 0x1F
-            if kind > 19 or kind == 0:
-                raise BtfError(f"{origin}: unknown BTF kind {kind} at type {self.start_id + len(offs)}")
-            add_off(i)
-            add_kind(kind)
-            i += 3 + fixed[kind] + per[kind] * (info & 0xFFFF)
+        try:
+            while i < n:
+                info = words[i + 1]
+                top = info >> 24
+                add_off(i)
+                add_top(top)
+                i += step[top] + per[top] * (info & 0xFFFF)
+        except TypeError:
+            raise BtfError(f"{origin}: unknown BTF kind {tops[-1] & 0x1F} at type "
+                           f"{self.start_id + len(offs) - 1}") from None
         if i != n:
             raise BtfError(f"{origin}: truncated BTF type section")
         self.offs = offs
-        self.kinds = bytes(kinds)
+        self.kinds = bytes(tops.translate(_KIND_OF_TOP))
         self.next_id = self.start_id + len(offs)
         self._index: dict[str, dict[str, list[int]]] = {}
 
