@@ -12,17 +12,16 @@ import struct
 import sys
 from array import array
 from itertools import compress, count
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..errors import EnvError
 from ..logs import get_logger
+from ..records import field, record
 from .typedb import MAX_CHAIN, MultiTypeDB, TypeGraph
 
 log = get_logger(__name__)
 
 BTF_MAGIC = 0xEB9F
-SYS_BTF = Path("/sys/kernel/btf")
+SYS_BTF = "/sys/kernel/btf"
 
 KIND_NAMES = ("unkn", "int", "ptr", "array", "struct", "union", "enum", "fwd", "typedef", "volatile",
               "const", "restrict", "func", "func_proto", "var", "datasec", "float", "decl_tag",
@@ -47,7 +46,7 @@ class BtfError(EnvError):
     """Malformed or unreadable BTF."""
 
 
-@dataclass
+@record
 class BtfType:
     """One decoded type record (for inspection and tests; the TypeDB questions don't need it)."""
 
@@ -529,7 +528,8 @@ def read_btf(path: str | os.PathLike, base: Btf | None = None, module: str | Non
 
 def _read_btf(path, base, module, origin) -> Btf:
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as exc:
         raise BtfError(f"cannot read {origin}: {exc.strerror or exc}") from None
     if data[:4] == b"\x7fELF":
@@ -547,21 +547,21 @@ class KernelBtf(MultiTypeDB):
 
 def load_kernel_btf(modules: bool = True, root: str | os.PathLike = SYS_BTF) -> KernelBtf:
     """TypeDB over /sys/kernel/btf/vmlinux and (with modules=True) every module's split BTF."""
-    root = Path(root)
-    vmlinux_path = root / "vmlinux"
-    if not vmlinux_path.exists():
+    root = os.fspath(root)
+    vmlinux_path = os.path.join(root, "vmlinux")
+    if not os.path.exists(vmlinux_path):
         raise EnvError(f"no BTF at {vmlinux_path} (kernel built without CONFIG_DEBUG_INFO_BTF): "
                        "pass --vmlinux PATH to a vmlinux with debug info")
     vmlinux = read_btf(vmlinux_path)
     mods: dict[str, Btf] = {}
     if modules:
         try:
-            names = sorted(p.name for p in root.iterdir() if p.name != "vmlinux")
+            names = sorted(name for name in os.listdir(root) if name != "vmlinux")
         except OSError:
             names = []
         for name in names:
             try:
-                mods[name] = read_btf(root / name, base=vmlinux, module=name)
+                mods[name] = read_btf(os.path.join(root, name), base=vmlinux, module=name)
             except EnvError as exc:  # a module may unload while we read, or be built elsewhere
                 log.warning("skipping BTF of module %s: %s", name, exc)
     return KernelBtf(vmlinux, mods)

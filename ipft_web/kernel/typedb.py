@@ -9,8 +9,9 @@ DWARF description of the same C code give the same answers.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterable, Iterator
+
+from ..records import record
 
 # Kinds that only qualify or rename another type.
 QUALIFIERS = frozenset(("typedef", "const", "volatile", "restrict", "type_tag"))
@@ -24,7 +25,7 @@ _MEMBER_KIND = {"int": "int", "ptr": "ptr", "struct": "struct", "union": "union"
                 "array": "array", "float": "float", "fwd": "struct", "func_proto": "func"}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Member:
     """A struct member reached by a path. `offset` counts bytes from the outer struct's start
     for the whole path; for a bitfield the field starts at bit `offset * 8 + bit_offset`
@@ -40,14 +41,14 @@ class Member:
     target_struct: str | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Param:
     name: str
     type_name: str
     struct_ptr: str | None = None  # "sk_buff" for struct sk_buff * (through typedefs/const/volatile)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Func:
     name: str
     params: tuple[Param, ...]
