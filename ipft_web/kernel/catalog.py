@@ -113,8 +113,12 @@ class Catalog:
         if self._skb is None:
             seen = set()
             out = []
+            found = list(_struct_ptr_functions(self.typedb, STRUCT, self.type_ids))
+            ask = getattr(self.kallsyms, "ask", None)
+            if ask is not None:   # kallsyms answered by a forked reader: every name in one round
+                ask([name for name, _m, _p in found])
             dup = self.kallsyms.is_duplicate
-            for name, module, pos in _struct_ptr_functions(self.typedb, STRUCT, self.type_ids):
+            for name, module, pos in found:
                 if (name, module) in seen:
                     continue
                 seen.add((name, module))

@@ -70,15 +70,40 @@ def _read_text(path: str) -> str:
         return f.read()
 
 
+_children: dict = {}   # path -> kallsyms_fork.Child
+
+
 def forget_prefetched() -> None:
-    """Drop what was read ahead and not taken: a later read must see the kernel of then."""
+    """Drop what was read ahead and not taken (a later read must see the kernel of then), and end
+    the child that read kallsyms."""
     _ahead.clear()
+    while _children:
+        _children.popitem()[1].close()
 
 
 def prefetch_kernel_lists() -> None:
-    """kallsyms and the first ftrace function list there is."""
+    """kallsyms and the first ftrace function list there is: kallsyms by a forked child that also
+    parses it (kallsyms_fork) where this process has no other thread, else in a thread."""
     lists = [os.path.join(d, "available_filter_functions") for d in TRACING_DIRS]
-    prefetch([KALLSYMS] + [p for p in lists if os.path.exists(p)][:1])
+    paths = [KALLSYMS] + [p for p in lists if os.path.exists(p)][:1]
+    from . import kallsyms_fork
+    if KALLSYMS not in _children and kallsyms_fork.usable():   # first: forked before any thread starts
+        try:
+            _children[KALLSYMS] = kallsyms_fork.Child(KALLSYMS)
+            paths.remove(KALLSYMS)
+        except OSError:
+            pass
+    prefetch(paths)
+
+
+def load_for_catalog():
+    """What the catalog and the kernel view's first read ask of kallsyms: the forked child's
+    answers (kallsyms_fork.Asked) when prefetch_kernel_lists() started one, else load()."""
+    child = _children.get(KALLSYMS)
+    if child is not None:
+        from .kallsyms_fork import Asked
+        return Asked(child, KALLSYMS)
+    return load()
 
 
 def _findall_chunked(pattern, text: str) -> list:
@@ -101,8 +126,9 @@ class Kallsyms:
     One regex pass at load; the address tables are made on first use (they cost more than the
     names, and a trace that never symbolizes an address never needs the sorted one)."""
 
-    def __init__(self, text: str = ""):
-        entries = _findall_chunked(_ENTRY, text)   # [(hex address, name, module or "")]
+    def __init__(self, text: str = "", entries: list | None = None):
+        if entries is None:
+            entries = _findall_chunked(_ENTRY, text)   # [(hex address, name, module or "")]
         self._entries = entries
         self._total = len(entries)
         self._names: tuple | None = None        # (first address by name, duplicates, modules)
@@ -160,6 +186,11 @@ class Kallsyms:
     @classmethod
     def parse(cls, text: str) -> "Kallsyms":
         return cls(text)
+
+    @classmethod
+    def from_entries(cls, entries: list) -> "Kallsyms":
+        """From what _ENTRY.findall() gives of the text, in order."""
+        return cls(entries=entries)
 
     # -- names ---------------------------------------------------------------------------------
     def __contains__(self, name: str) -> bool:

@@ -165,11 +165,14 @@ class KernelView:
             else:
                 from .btf import load_kernel_btf
                 typedb = load_kernel_btf(modules=True)
-            syms = kallsyms.load()
+            syms = kallsyms.load_for_catalog()
             catalog = catalog_mod.Catalog(typedb, syms)
+            snap = read_snapshot(typedb, syms, catalog, digest or "")
         finally:
             kallsyms.forget_prefetched()
-        view = cls(read_snapshot(typedb, syms, catalog, digest or ""), typedb, syms)
+        # answers of a forked reader (kallsyms_fork) serve the read only: symbolizing and storing
+        # load kallsyms here when they first need it (once tracing)
+        view = cls(snap, typedb, syms if isinstance(syms, kallsyms.Kallsyms) else None)
         if digest:
             view._build_key = build
             view._store_later()
