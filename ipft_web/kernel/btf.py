@@ -371,9 +371,7 @@ class Btf(TypeGraph):
             pointers = self._closure(pointers | set(base_s), quals, qrefs)
             protos = dict(base_protos)
             w, offs, kinds, start = self.words, self.offs, self.kinds, self.start_id
-            data = self.__dict__.get("_word_bytes")
-            if data is None:
-                data = self._word_bytes = w.tobytes()
+            data = w.tobytes()   # (bytes.find: array.index compares element by element in Python objects)
             for t in pointers:   # the base's too: our prototypes may take its pointer types
                 needle = t.to_bytes(4, sys.byteorder)
                 b = data.find(needle)
@@ -392,9 +390,6 @@ class Btf(TypeGraph):
             raise BtfError(f"{self.origin}: malformed BTF ({exc})") from None
         found = memo[struct_name] = (frozenset(structs), frozenset(pointers), protos)
         return found
-
-    def _is_ptr_to(self, tid: int, struct_name: str) -> bool:
-        return tid in self._struct_ptr_index(struct_name)[1]
 
     def _own_name(self, name_off: int) -> str:
         off = name_off - self.str_base
