@@ -126,3 +126,13 @@ def test_one_thread_forks_and_forget_ends_the_child(monkeypatch, tmp_path):
     assert not kallsyms._children
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def test_a_fork_refused_leaves_no_pipe_open(monkeypatch, path):
+    def refuse():
+        raise OSError(11, "Resource temporarily unavailable")
+    before = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "fork", refuse)
+    with pytest.raises(OSError):
+        Child(path)
+    assert len(os.listdir("/proc/self/fd")) == before

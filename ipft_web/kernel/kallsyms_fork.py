@@ -110,7 +110,12 @@ class Child:
     def __init__(self, path: str):
         to_child = os.pipe()
         from_child = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (*to_child, *from_child):
+                os.close(fd)
+            raise
         if pid == 0:   # the child
             status = 1
             try:
