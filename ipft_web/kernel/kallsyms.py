@@ -127,6 +127,7 @@ class Kallsyms:
     names, and a trace that never symbolizes an address never needs the sorted one)."""
 
     def __init__(self, text: str = "", entries: list | None = None):
+        """From kallsyms text, or from what _ENTRY.findall() gives of it (`entries`, in order)."""
         if entries is None:
             entries = _findall_chunked(_ENTRY, text)   # [(hex address, name, module or "")]
         self._entries = entries
@@ -186,11 +187,6 @@ class Kallsyms:
     @classmethod
     def parse(cls, text: str) -> "Kallsyms":
         return cls(text)
-
-    @classmethod
-    def from_entries(cls, entries: list) -> "Kallsyms":
-        """From what _ENTRY.findall() gives of the text, in order."""
-        return cls(entries=entries)
 
     # -- names ---------------------------------------------------------------------------------
     def __contains__(self, name: str) -> bool:

@@ -67,7 +67,7 @@ def read_parsed(path: str) -> Kallsyms:
         carry = text[cut:]
     if carry:
         entries.extend(_ENTRY.findall(carry))
-    return Kallsyms.from_entries(entries)
+    return Kallsyms(entries=entries)
 
 
 def _send(fd: int, obj) -> None:
